@@ -1,0 +1,31 @@
+# The two README commands: `make demo` and `make test`. Both set up .venv on first use.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medsft-installed
+DEMO := output/demo
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install demo test docs readme
+
+install: $(STAMP)
+# torch==2.13.0 first: it is the CPU build (a bare `torch` requirement would pull a multi-GB CUDA build).
+$(STAMP): settings.ini setup.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev,demo]"
+	touch $@
+
+# data -> full SFT -> LoRA SFT -> predict, on the embedded tiny Qwen3 and the built-in sample rows
+demo: $(STAMP)
+	bash .ci/demo.sh $(DEMO)
+
+test: $(STAMP)
+	bash .ci/test.sh
+
+docs: $(STAMP)
+	bash .ci/docs.sh
+
+readme: $(STAMP)
+	$(BIN)/python .ci/readme.py
