@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v quarto >/dev/null 2>&1; then exec nbdev_docs; fi
-nbdev_proc_nbs
+python .ci/proc_nbs.py
 smalldocs render --quiet _proc
 rm -rf _docs && mv _proc/_docs _docs
 echo "docs: $(ls _docs/*.html | wc -l) pages in _docs/; open _docs/index.html"
