@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, asdict
 from importlib import resources
 from pathlib import Path
 import pandas as pd
+import pyarrow.parquet as pq
 from fastcore.basics import patch
 from fastcore.script import call_parse, store_true
 
@@ -79,22 +80,32 @@ def read_jsonl(path, # a `.jsonl` file, one JSON object per line
 def write_jsonl(rows, # dicts to write
                 path, # output file; parent folders are created
                )->Path:
-    "Write `rows` as UTF-8 JSON lines with `ensure_ascii=False` and `\\n` line ends."
+    "Write `rows` as UTF-8 JSON lines with `ensure_ascii=False` and `\\n` line ends (other types via `str`)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for r in rows: f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        for r in rows: f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
     return path
 
 # %% ../nbs/00_data.ipynb #07305e91
 _SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
+def _data_files(path:Path)->list[Path]:
+    "The data files of a folder, in name order; `DataError` when there are none."
+    files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES)
+    if not files: raise DataError(f"{path}: folder has no {'/'.join(_SUFFIXES)} files")
+    return files
+
 def _read_json(path, encoding, skip_bad_lines, bad_lines):
-    text = _decode(path, Path(path).read_bytes(), encoding)
+    "A `.json` file, or a `.jsonl` file holding one JSON array."
+    text = _decode(path, path.read_bytes(), encoding)
+    if path.suffix == ".jsonl" and not text.lstrip().startswith("["): return read_jsonl(path, encoding, skip_bad_lines, bad_lines)
+    if not text.strip(): return []
     try: obj = json.loads(text)
-    except ValueError:
-        if len([l for l in text.split("\n") if l.strip()]) > 1: return read_jsonl(path, encoding, skip_bad_lines, bad_lines)
-        raise DataError(f"{path}: not valid JSON") from None
+    except ValueError as e:
+        if len([l for l in text.split("\n") if l.strip()]) > 1 and path.suffix == ".json":
+            return read_jsonl(path, encoding, skip_bad_lines, bad_lines)
+        raise DataError(f"{path}: not valid JSON ({e})") from None
     if isinstance(obj, dict) and obj and all(isinstance(v, list) for v in obj.values()):
         n = {len(v) for v in obj.values()}
         if len(n) != 1: raise DataError(f"{path}: columns have different lengths {sorted(n)}")
@@ -115,15 +126,13 @@ def read_file(path, # a `.jsonl`, `.json`, `.csv` or `.parquet` file, or a folde
              )->list[dict]:
     "Read raw rows (dicts, original keys) from a local file or folder."
     path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES)
-        if not files: raise DataError(f"{path}: folder has no {'/'.join(_SUFFIXES)} files")
-        return [r for f in files for r in read_file(f, encoding, skip_bad_lines, bad_lines)]
+    if path.is_dir(): return [r for f in _data_files(path) for r in read_file(f, encoding, skip_bad_lines, bad_lines)]
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
-    if path.suffix == ".jsonl": return read_jsonl(path, encoding, skip_bad_lines, bad_lines)
-    if path.suffix == ".json": return _read_json(path, encoding, skip_bad_lines, bad_lines)
+    if path.suffix in (".jsonl", ".json"): return _read_json(path, encoding, skip_bad_lines, bad_lines)
     if path.suffix == ".csv": return _read_csv(path, encoding)
-    if path.suffix == ".parquet": return pd.read_parquet(path).to_dict("records")
+    if path.suffix == ".parquet":
+        try: return pq.read_table(path).to_pylist()  # plain Python values: lists stay lists, nulls are None
+        except Exception as e: raise DataError(f"{path}: cannot read parquet ({e})") from None
     raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(_SUFFIXES)}")
 
 # %% ../nbs/00_data.ipynb #3773eb3b
@@ -158,7 +167,11 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
                    columns:dict|None=None, # {"question": col, "think": col, "answer": col}; overrides detection
                   )->list[dict]: # rows with `question`, `think`, `answer` first, other keys kept
     "Map rows of a known or given schema to `question`/`think`/`answer`; `DataError` listing the columns when unknown."
+    if bad := [i for i, r in enumerate(raw) if not isinstance(r, dict)]:
+        raise DataError(f"row {bad[0]} is a {type(raw[bad[0]]).__name__}, not an object with named fields")
     keys = list(dict.fromkeys(k for r in raw for k in r))
+    if not columns and {"messages", "conversations"} & set(keys) and not any(q in keys and a in keys for q, _, a in _SCHEMAS):
+        return [_from_chat(r, i) for i, r in enumerate(raw)]
     q, t, a = _detect(keys, columns)
     out = []
     for r in raw:
@@ -171,6 +184,42 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
         out.append({**extra, "question": None if _missing(question) else question, "think": think,
                     "answer": None if _missing(answer) else answer})
     return [{"question": r.pop("question"), "think": r.pop("think"), "answer": r.pop("answer"), **r} for r in out]
+
+# %% ../nbs/00_data.ipynb #3eb37e19
+_ROLES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant"}
+
+def _chat(msgs, where:str="")->list[dict]:
+    "Checked messages (`role`/`content`, or ShareGPT `from`/`value`); `DataError` naming the bad message."
+    if not isinstance(msgs, list) or not msgs: raise DataError(f"{where}expected a non-empty list of chat messages, got {msgs!r:.60}")
+    out = []
+    for j, m in enumerate(msgs):
+        if isinstance(m, dict) and "from" in m: m = {"role": m["from"], "content": m.get("value")}
+        if not (isinstance(m, dict) and m.get("role") in _ROLES and isinstance(m.get("content"), str)):
+            raise DataError(f"{where}message {j} needs a role ({'/'.join(_ROLES)}) and a string content: {m!r:.80}")
+        out.append({**m, "role": _ROLES[m["role"]]})
+    if out[-1]["role"] != "assistant": raise DataError(f"{where}the last message must be the assistant turn to supervise")
+    if "user" not in [m["role"] for m in out]: raise DataError(f"{where}no user message")
+    if not _think_answer(out[-1])[1].strip(): raise DataError(f"{where}the assistant turn has an empty answer")
+    return out
+
+def _think_answer(msg:dict)->tuple[str, str]:
+    "(think, answer) of an assistant message exactly as Qwen3's template splits and renders it (newlines stripped)."
+    c = msg["content"]
+    if isinstance(msg.get("reasoning_content"), str): return msg["reasoning_content"].strip("\n"), c.lstrip("\n")
+    if "</think>" not in c: return "", c
+    return c.split("</think>")[0].rstrip("\n").split("<think>")[-1].strip("\n"), c.split("</think>")[-1].lstrip("\n")
+
+def _from_chat(r:dict, i:int)->dict:
+    "A single-turn chat row as `question`/`think`/`answer` (+ `system`); `DataError` naming the row otherwise."
+    msgs = _chat(r.get("messages", r.get("conversations")), f"row {i}: ")
+    if [m["role"] for m in msgs if m["role"] != "system"] != ["user", "assistant"]:
+        raise DataError(f"row {i}: {len(msgs)} messages; only a single-turn chat maps to question/think/answer "
+                        "(pass multi-turn messages to tokenize_rows)")
+    think, answer = (s.strip() for s in _think_answer(msgs[-1]))
+    extra = {k: v for k, v in r.items() if k not in ("messages", "conversations")}
+    system = {"system": msgs[0]["content"]} if msgs[0]["role"] == "system" else {}
+    return {"question": msgs[-2]["content"], "think": think, "answer": answer, **extra, **system}
+
 
 # %% ../nbs/00_data.ipynb #837f635e
 def _cache_dir()->Path:
@@ -220,24 +269,33 @@ def load_rows(source, # path to a file/folder, a ModelScope id, "sample", a `dat
               encoding:str="utf-8", # text encoding of local files
               skip_bad_lines:bool=False, # JSONL: skip unparsable lines (recorded in `report.bad_lines`)
               split:str|None=None, # split of a `DatasetDict` (default: all splits in order) or ModelScope ("train")
-              report:DataReport|None=None, # if given, receives `bad_lines` and the source name
+              report=None, # a `DataReport`; if given, receives `bad_lines` and the source name
               timeout:float=10.0, # seconds for the ModelScope reachability probe
              )->list[dict]: # rows with `question`, `think` ("" if none), `answer`, other keys kept
     "Load rows from any supported source and normalise them to `question`/`think`/`answer`."
     bad = report.bad_lines if report is not None else []
-    if report is not None: report.source = str(source) if isinstance(source, (str, Path)) else type(source).__name__
+    where = str(source) if isinstance(source, (str, Path)) else type(source).__name__
+    if report is not None: report.source = where
     if isinstance(source, list): raw = source
     elif _is_dataset(source): raw = source.to_list()
     elif isinstance(source, dict) and source and all(_is_dataset(v) for v in source.values()):
         raw = source[split].to_list() if split else [r for v in source.values() for r in v.to_list()]
     elif isinstance(source, str) and source == "sample": raw = sample_rows()
-    elif isinstance(source, (str, Path)) and Path(source).exists():
-        raw = read_file(source, encoding, skip_bad_lines, bad)
+    elif isinstance(source, (str, Path)) and Path(source).exists():  # each file has its own schema
+        files = _data_files(Path(source)) if Path(source).is_dir() else [Path(source)]
+        rows = [r for f in files for r in _normalize(read_file(f, encoding, skip_bad_lines, bad), columns, f)]
+        if skip_bad_lines and bad: warnings.warn(f"skipped {len(bad)} bad lines: {bad[:3]}")
+        return rows
     elif isinstance(source, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", source) and Path(source).suffix not in _SUFFIXES:
         raw = load_modelscope(source, split=split or "train", timeout=timeout)
     else: raise FileNotFoundError(f"{source}: no such file or folder (and not a ModelScope id or 'sample')")
-    if skip_bad_lines and bad: warnings.warn(f"skipped {len(bad)} bad lines: {bad[:3]}")
-    return normalize_rows(raw, columns)
+    return _normalize(raw, columns, where)
+
+def _normalize(raw, columns, where):
+    "`normalize_rows` with the source named in its errors; `DataError` when there are no rows."
+    if not raw: raise DataError(f"{where}: no rows (empty file or data set)")
+    try: return normalize_rows(raw, columns)
+    except DataError as e: raise DataError(f"{where}: {e}") from None
 
 # %% ../nbs/00_data.ipynb #b990bf4f
 @dataclass
@@ -299,7 +357,16 @@ def _row_problems(r)->list[str]:
     if any("\\n" in x for x in texts): p.append("literal_newline")
     return p
 
+def _bad_fields(r)->str:
+    "`field=value` of question/think/answer behind a bad_type, missing or empty problem."
+    bad = [(f, v) for f in ("question", "think", "answer") if not isinstance(v := r.get(f), str) or not v.strip()]
+    return ", ".join(f"{f}={v!r:.30}" for f, v in bad if f != "think" or not (v is None or isinstance(v, str)))
+
 # %% ../nbs/00_data.ipynb #19c8df65
+def _check_max_length(max_length):
+    if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"max_length must be a positive number of tokens (or None), got {max_length!r}")
+
 def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
                   tokenizer=None, # if given, rows over `max_length` tokens are reported as `too_long`
                   max_length:int=2048, # tokens, for the `too_long` check
@@ -312,6 +379,9 @@ def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
     if bad := {k: v for k, v in pol.items() if k not in DEFAULT_POLICIES or v not in ("drop", "keep", "fail", "fix")
                or (v == "fix" and k != "literal_newline")}:
         raise DataError(f"bad policies {bad}; problems: {list(DEFAULT_POLICIES)}, policies: drop/keep/fail (fix: literal_newline)")
+    _check_max_length(max_length)
+    if tokenizer is None and pol["too_long"] != "keep":
+        raise DataError(f"policy too_long={pol['too_long']} needs a tokenizer to count tokens")
     rep = report or DataReport()
     rep.n_in, rep.policies = len(rows), pol
     found = [_row_problems(r) for r in rows]
@@ -334,7 +404,9 @@ def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
                         + " (policy fail)")
     kept = []
     for i, (r, p) in enumerate(zip(rows, found)):
-        if drop := [k for k in p if pol[k] == "drop"]: rep.dropped[i] = ", ".join(drop); continue
+        if drop := [k for k in p if pol[k] == "drop"]:
+            rep.dropped[i] = ", ".join(drop) + (f" ({_bad_fields(r)})" if p[0] in ("bad_type", "missing", "empty") else "")
+            continue
         if "literal_newline" in p and pol["literal_newline"] == "fix":
             r = {**r, **{k: r[k].replace("\\n", "\n") for k in ("question", "think", "answer")}}
         kept.append(r); rep.kept.append(i)
@@ -412,19 +484,23 @@ def _assemble(full:list[int], prompt:list[int], tokenizer)->tuple[list[int], lis
 def _parse(row_or_messages, system)->list[dict]:
     "Chat messages for a row or a messages list / `{'messages': [...]}` dict; `DataError` when malformed."
     x = row_or_messages
-    if isinstance(x, dict) and "messages" in x: x = x["messages"]
+    if isinstance(x, dict) and ("messages" in x or "conversations" in x): x = x.get("messages", x.get("conversations"))
     if isinstance(x, dict):
-        if _row_problems(x)[:1] in (["bad_type"], ["missing"], ["empty"]):
-            raise DataError(f"row has {_row_problems(x)[0]} question/answer: {str(x)[:80]}")
+        if (p := _row_problems(x)[0:1]) and p[0] in ("bad_type", "missing", "empty"):
+            raise DataError(f"row has {p[0]} fields: {_bad_fields(x)}")
+        if tags := [f for f in ("think", "answer") for t in ("<think>", "</think>") if t in (x.get(f) or "")]:
+            raise DataError(f"think tags inside the {tags[0]} field; the chat template would split the text there")
         return to_messages(x, system)
-    if not (isinstance(x, list) and x and all(isinstance(m, dict) and "role" in m for m in x)):
-        raise DataError(f"expected a row dict or a list of chat messages, got {type(x).__name__}")
-    if x[-1]["role"] != "assistant": raise DataError("the last message must be the assistant turn to supervise")
-    return list(x)
+    return _chat(x)
 
-def _think_answer(msg:dict)->tuple[str, str]:
-    if isinstance(msg.get("reasoning_content"), str): return msg["reasoning_content"].strip(), msg["content"].strip()
-    return split_think(msg["content"])
+def _check_text(msgs, tokenizer):
+    "`DataError` for special tokens in any message, or think tags the template would drop text at."
+    texts = [m["content"] for m in msgs] + [msgs[-1].get("reasoning_content") or ""]
+    if found := sorted({s for s in tokenizer.all_special_tokens for t in texts if s in t}):
+        raise DataError(f"special tokens {found} inside the text; they would be read as chat structure")
+    c, (think, answer) = msgs[-1]["content"], _think_answer(msgs[-1])
+    if c.count("<think>") > 1 or c.count("</think>") > 1 or any(t in s for t in ("<think>", "</think>") for s in (think, answer)):
+        raise DataError("think tags inside the think or the answer; the chat template would drop the text around them")
 
 def _with_think(msgs, think, answer):
     last = {k: v for k, v in msgs[-1].items() if k != "reasoning_content"}
@@ -452,11 +528,16 @@ def _fit_think(msgs, tokenizer, max_length, kw):
         else: hi = mid
     return ids(lo)
 
-def _tokenize(msgs, tokenizer, max_length, truncation, empty_think, full=None, prompt=None):
-    "`(example, action)`; action is None, 'think' or 'right'. `full`/`prompt` are precomputed renders."
+def _check_options(max_length, truncation, empty_think):
+    _check_max_length(max_length)
     if truncation not in ("think", "drop", "right"): raise ValueError(f"truncation must be think/drop/right, not {truncation!r}")
     if empty_think not in ("label", "prompt"): raise ValueError(f"empty_think must be label/prompt, not {empty_think!r}")
-    thinking = bool(_think_answer(msgs[-1])[0])
+
+def _tokenize(msgs, tokenizer, max_length, truncation, empty_think, full=None, prompt=None):
+    "`(example, action)`; action is None, 'think' or 'right'. `full`/`prompt` are precomputed renders."
+    _check_options(max_length, truncation, empty_think)
+    _check_text(msgs, tokenizer)
+    thinking = bool(_think_answer(msgs[-1])[0].strip())
     kw = {} if thinking or empty_think == "label" else {"enable_thinking": False}
     if full is None: full = _chat_ids(tokenizer, [msgs])[0]
     if prompt is None: prompt = _chat_ids(tokenizer, [msgs[:-1]], add_generation_prompt=True, **kw)[0]
@@ -492,18 +573,17 @@ def tokenize_rows(rows:list, # normalised rows, message lists or {"messages": [.
                   system:str|None=DEFAULT_SYSTEM_PROMPT, # system prompt for row dicts
                  )->tuple[list[dict], DataReport]: # (examples, report with truncated/dropped rows)
     "Tokenize many rows in batches; rows that cannot be used are dropped and reported, never raised."
-    if truncation not in ("think", "drop", "right"): raise ValueError(f"truncation must be think/drop/right, not {truncation!r}")
-    if empty_think not in ("label", "prompt"): raise ValueError(f"empty_think must be label/prompt, not {empty_think!r}")
+    _check_options(max_length, truncation, empty_think)
     rep = DataReport(n_in=len(rows), policies={"truncation": truncation, "empty_think": empty_think})
     msgs = {}
     for i, r in enumerate(rows):
-        try: msgs[i] = _parse(r, system)
+        try: msgs[i] = _parse(r, system); _check_text(msgs[i], tokenizer)
         except DataError as e: rep.dropped[i] = f"bad_row: {e}"; rep.add("bad_row", i)
     ids = list(msgs)
     full = dict(zip(ids, _chat_ids(tokenizer, [msgs[i] for i in ids])))
     prompt = {}
     for off in (False, True):
-        grp = [i for i in ids if off == (empty_think == "prompt" and not _think_answer(msgs[i][-1])[0])]
+        grp = [i for i in ids if off == (empty_think == "prompt" and not _think_answer(msgs[i][-1])[0].strip())]
         kw = {"enable_thinking": False} if off else {}
         prompt |= dict(zip(grp, _chat_ids(tokenizer, [msgs[i][:-1] for i in grp], add_generation_prompt=True, **kw)))
     examples = []
@@ -559,12 +639,16 @@ def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", l
                  system:str=DEFAULT_SYSTEM_PROMPT, # system prompt of the format/messages files
                 )->DataReport: # the report; `extra` holds the counts and the file paths
     "Load, validate, split and write train/val files in raw, reference-format and chat-messages form."
+    out = Path(out_dir)
+    if isinstance(source, (str, Path)) and Path(source).is_dir() and Path(source).resolve() == out.resolve():
+        raise DataError(f"out_dir {out} is the source folder: a second run would read its own output files")
     rep = DataReport()
     rows = load_rows(source, columns, encoding, skip_bad_lines, report=rep)
     kept, rep = validate_rows(rows, tokenizer, max_length, policies, system, report=rep)
     by_idx = dict(zip(rep.kept, kept))
     tr, va = split_indices(len(rows), val_frac, seed)
-    out = Path(out_dir)
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise DataError(f"cannot create out_dir {out}: {e.strerror or e}") from None
     files = {}
     for name, idx in (("train", tr), ("val", va)):
         part = [by_idx[i] for i in idx if i in by_idx]
@@ -607,7 +691,8 @@ def medsft_data(source:str=DEFAULT_DATASET, # file or folder (.jsonl/.json/.csv/
         tk = None
         if tokenizer:
             from transformers import AutoTokenizer
-            tk = AutoTokenizer.from_pretrained(tokenizer)
+            try: tk = AutoTokenizer.from_pretrained(tokenizer)
+            except Exception as e: raise DataError(f"cannot load tokenizer {tokenizer!r}: {e}") from None
         rep = prepare_data(source, out_dir, val_frac, seed, _parse_kv(columns, "columns"), encoding, skip_bad_lines,
                            _parse_kv(policies, "policies"), tk, max_length)
     except (DataError, FileNotFoundError, ValueError, OSError) as e:

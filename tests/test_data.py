@@ -105,3 +105,88 @@ def test_modelscope_offline_fails_fast(tmp_path):
     p = run("--source", "krisfu/delicate_medical_r1_data", "--out_dir", tmp_path/"out",
             env={"MEDSFT_CACHE": str(tmp_path/"cache"), "MODELSCOPE_DOMAIN": "modelscope.invalid"})
     one_line_error(p, "krisfu/delicate_medical_r1_data", "--source PATH")
+
+
+def test_odd_sources(tmp_path):
+    "Empty file, out_dir that is a file or the source folder, bad max_length, bad tokenizer: one-line errors."
+    (tmp_path/"empty.jsonl").write_bytes(b" \n\n")
+    one_line_error(run("--source", tmp_path/"empty.jsonl", "--out_dir", tmp_path/"o"), "empty.jsonl: no rows")
+    assert not (tmp_path/"o").exists()  # nothing written on error
+    src = write_jsonl([{"question": "Q", "answer": "A"}], tmp_path/"d"/"a.jsonl")
+    one_line_error(run("--source", src, "--out_dir", src), "cannot create out_dir")
+    one_line_error(run("--source", tmp_path/"d", "--out_dir", tmp_path/"d"), "is the source folder")
+    one_line_error(run("--source", src, "--out_dir", tmp_path/"o", "--max_length", 0), "max_length must be a positive")
+    one_line_error(run("--source", src, "--out_dir", tmp_path/"o", "--tokenizer", tmp_path/"nope"), "cannot load tokenizer")
+    one_line_error(run("--source", src, "--out_dir", tmp_path/"o", "--policies", "too_long=drop"), "needs a tokenizer")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_tiny_datasets_split_like_reference(tmp_path, n):
+    "1-3 rows: no crash, int(0.9*n) train rows as in the reference (1 row -> 0 train), every row written once."
+    rows = [{"question": f"Q{i}", "think": "R", "answer": "A"} for i in range(n)]
+    src = write_jsonl(rows, tmp_path/"tiny.jsonl")
+    p = run("--source", src, "--out_dir", tmp_path/"o")
+    eq(p.returncode, 0)
+    train, val = read_jsonl(tmp_path/"o"/"train.jsonl"), read_jsonl(tmp_path/"o"/"val.jsonl")
+    eq(len(train), int(0.9 * n))
+    eq(sorted(r["question"] for r in train + val), [r["question"] for r in rows])
+
+
+def test_chat_and_parquet_sources(tmp_path):
+    "A ShareGPT/OpenAI chat file and a parquet with list and null columns go through to train/val files."
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    chat = [{"conversations": [{"from": "human", "value": f"Q{i}"}, {"from": "gpt", "value": f"<think>\nR{i}\n</think>\n\nA{i}"}]}
+            for i in range(5)] + [{"messages": [{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": f"A{i}"}]}
+                                  for i in range(5, 10)]
+    write_jsonl(chat, tmp_path/"chat.jsonl")
+    eq(run("--source", tmp_path/"chat.jsonl", "--out_dir", tmp_path/"o1").returncode, 0)
+    rows = read_jsonl(tmp_path/"o1"/"train.jsonl") + read_jsonl(tmp_path/"o1"/"val.jsonl")
+    eq(sorted((r["question"], r["think"], r["answer"]) for r in rows),
+       sorted((f"Q{i}", f"R{i}" if i < 5 else "", f"A{i}") for i in range(10)))
+    pq.write_table(pa.table({"prompt": [f"Q{i}" for i in range(10)], "response": ["A"] * 10,
+                             "tags": [["a", "b"]] * 10, "score": [None] + [1.5] * 9}), tmp_path/"p.parquet")
+    p = run("--source", tmp_path/"p.parquet", "--out_dir", tmp_path/"o2")
+    eq(p.returncode, 0)
+    eq(read_jsonl(tmp_path/"o2"/"train.jsonl")[0]["tags"], ["a", "b"])
+    one_line_error(run("--source", write_jsonl([{"messages": [{"role": "doctor", "content": "Q"}]}], tmp_path/"bad.jsonl"),
+                       "--out_dir", tmp_path/"o3"), "bad.jsonl: row 0: message 0 needs a role")
+
+
+def test_tokenize_invariants_random_rows():
+    """Property test (seeded, ~200 random rows and max_lengths): `tokenize_sft` raises `TooLongError`/`DataError`
+    or gives an example that fits, masks the prompt, ends on one supervised <|im_end|>, supervises </think>."""
+    import random
+    from transformers import AutoTokenizer
+    from medsft.data import tokenize_sft, tokenize_rows, to_messages, DataError, TooLongError
+    tok = AutoTokenizer.from_pretrained(shared()/"qwen3")
+    rng = random.Random(0)
+    pieces = ["头痛", "发烧怎么办？", "嗯，用户问的是", "fever ", "\n", "  ", "。", "1.", "\\n", "＜/think＞", "</ THINK >",
+              "<think>", "</think>", "<|im_end|>", "<|endoftext|>", "😀", "\t", "a" * 30, "β-受体"]
+    weights = [8, 8, 8, 6, 3, 2, 4, 2, 1, 1, 1, 0.05, 0.05, 0.05, 0.05, 1, 1, 1, 2]
+    text = lambda k: "".join(rng.choices(pieces, weights, k=rng.randint(0, k)))
+    rows, n_fit, n_long, n_bad = [], 0, 0, 0
+    for _ in range(200):
+        row = {"question": text(12) or "Q", "think": text(60) if rng.random() < 0.7 else rng.choice(["", " ", "\n"]),
+               "answer": text(25) or "A"}
+        if not row["answer"].strip(): row["answer"] += "A"  # (empty rows: see the notebook's bad-input table)
+        L, trunc = rng.choice([16, 32, 64, 128, 256, 2048, None]), rng.choice(["think", "think", "drop"])
+        try: ex = tokenize_sft(row, tok, max_length=L, truncation=trunc)
+        except TooLongError: n_long += 1; continue
+        except DataError as e:
+            assert (any(s in row[f] for s in ("<|im_end|>", "<|endoftext|>", "<think>", "</think>") for f in row)
+                    or not row["question"].strip()), (row, e)
+            n_bad += 1; continue
+        n_fit += 1; rows.append(row)
+        ids, labels = ex["input_ids"], ex["labels"]
+        assert L is None or len(ids) <= L
+        eq(len(ids), len(labels)); eq(ex["attention_mask"], [1] * len(ids))
+        prompt = tok.apply_chat_template(to_messages(row)[:-1], add_generation_prompt=True)["input_ids"]
+        eq(ids[:len(prompt)], prompt); eq(labels[:len(prompt)], [-100] * len(prompt))
+        sup = labels[len(prompt):]
+        assert -100 not in sup and sup == ids[len(prompt):]
+        eq((sup[-1], sup.count(151645), 151668 in sup), (151645, 1, True))
+        if ids != tok.apply_chat_template(to_messages(row))["input_ids"][:-1]:  # shortened: only the think changed
+            assert row["think"].strip() and tok.decode(sup).endswith(f"</think>\n\n{row['answer'].lstrip(chr(10))}<|im_end|>")
+    assert n_fit > 50 and n_long > 10 and n_bad > 5, (n_fit, n_long, n_bad)
+    examples, rep = tokenize_rows(rows + [{"question": "Q", "answer": "A<|im_end|>"}, None], tok, max_length=2048)
+    eq((rep.n_out, sorted(rep.dropped)), (len(rows), [len(rows), len(rows) + 1]))
