@@ -1,0 +1,209 @@
+"Round trips of `predict`, `medsft_predict` and `medsft_eval` (medsft.inference) on tiny model folders."
+import json, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+from fastcore.test import test_eq as eq
+
+import medsft.inference as inference
+from medsft.data import read_jsonl, write_jsonl
+from medsft.inference import clear_predictors, medsft_eval, medsft_predict, predict
+from medsft.model import TINY, load_tokenizer, save_model_folder, tiny_qwen3
+
+BIN = Path(sys.executable).parent
+QUESTION = "高血压如何饮食？"
+
+
+def run(*args, env=None, cwd=None):
+    "Run a command with this venv's scripts, one thread, and return the completed process (bytes out)."
+    return subprocess.run([str(a) for a in args], capture_output=True, cwd=cwd, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def run_all(commands):
+    "Run several commands at once (each import of torch takes seconds); return their (returncode, stdout, stderr)."
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([str(a) for a in c], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for c in commands]
+    outs = [p.communicate(timeout=600) for p in procs]
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
+def one_line_error(p, *needles):
+    "Exit code 2, a single stderr line holding every needle, no traceback."
+    err = p.stderr.decode("utf-8") if isinstance(p.stderr, bytes) else p.stderr
+    eq(p.returncode, 2)
+    lines = err.strip().splitlines()
+    eq(len(lines), 1)
+    assert "Traceback" not in err
+    for n in needles: assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    "A full checkpoint, a LoRA adapter on it and the merged model, all from the embedded tiny model."
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    work = tmp_path_factory.mktemp("inference")
+    full = tiny_qwen3(work / "checkpoint-1")
+    tok = load_tokenizer(full)
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(full), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    adapter = save_model_folder(lora, tok, work / "adapter")
+    merged = save_model_folder(lora.merge_and_unload(), tok, work / "merged")
+    return dict(full=full, adapter=adapter, merged=merged, work=work)
+
+
+def test_python_c_prints_only_new_text(folders):
+    "The issue's 'Done when' command prints only generated text, for a full checkpoint, an adapter and a merged model."
+    kinds = ["full", "adapter", "merged"]
+    code = "from medsft.inference import predict; print(predict('{q}', checkpoint={d!r}, max_new_tokens=32))"
+    results = run_all([[sys.executable, "-c", code.format(q=QUESTION, d=str(folders[k]))] for k in kinds])
+    tok = load_tokenizer(folders["full"])
+    for kind, (rc, out, err) in zip(kinds, results):
+        eq(rc, 0)
+        out = out.decode("utf-8")
+        assert out.endswith("\n") and out.strip(), (kind, out)
+        for echo in (QUESTION, "<|im_start|>", "<|im_end|>", "system", "assistant", "医学专家"): assert echo not in out, (kind, echo)
+        assert len(tok(out[:-1])["input_ids"]) <= 40, (kind, out)  # 32 new tokens (re-encoding may differ a little)
+
+
+def test_predict_loads_once(folders, monkeypatch):
+    "A second `predict` on the same checkpoint reuses the loaded model."
+    clear_predictors()
+    calls = []
+    real = inference.load_model_and_tokenizer
+    monkeypatch.setattr(inference, "load_model_and_tokenizer", lambda *a, **k: calls.append(a) or real(*a, **k))
+    for _ in range(2): predict(QUESTION, checkpoint=folders["full"], max_new_tokens=4)
+    eq(len(calls), 1)
+    predict(QUESTION, checkpoint=folders["merged"], max_new_tokens=4)
+    eq(len(calls), 2)
+
+
+def test_batched_equals_sequential(folders):
+    rec = predict([QUESTION, "头痛怎么办？", "我血糖偏高，三餐如何安排？"], checkpoint=folders["full"], max_new_tokens=12,
+                  do_sample=False, batch_size=3, return_dict=True)
+    one = [predict(q, checkpoint=folders["full"], max_new_tokens=12, do_sample=False, return_dict=True)
+           for q in [QUESTION, "头痛怎么办？", "我血糖偏高，三餐如何安排？"]]
+    eq(rec, one)
+
+
+def _cli_error(monkeypatch, capsys, *args):
+    "Run `medsft_predict` in this process with `args`; return (exit code, stderr)."
+    monkeypatch.setattr(sys, "argv", ["medsft_predict", *map(str, args)])
+    with pytest.raises(SystemExit) as e: medsft_predict()
+    return e.value.code, capsys.readouterr().err
+
+
+def test_cli_errors(folders, tmp_path, monkeypatch, capsys):
+    "Each user error: exit code 2, one line on stderr naming the problem."
+    monkeypatch.delenv("MEDSFT_DEBUG", raising=False)
+    nothing = tmp_path / "nothing"
+    no_weights = tmp_path / "no-weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text(json.dumps({"model_type": "qwen3"}))
+    orphan = tmp_path / "orphan-adapter"
+    orphan.mkdir()
+    for f in folders["adapter"].iterdir(): (orphan / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((orphan / "adapter_config.json").read_text())
+    (orphan / "adapter_config.json").write_text(json.dumps(cfg | {"base_model_name_or_path": str(tmp_path / "gone")}))
+    cases = [(["-i", QUESTION, "-c", nothing], ["no such folder", "nothing"]),
+             (["-i", QUESTION, "-c", tmp_path], ["no config.json"]),
+             (["-i", QUESTION, "-c", no_weights], ["no weights", "no-weights"]),
+             (["-i", QUESTION, "-c", orphan], ["base model", "gone"]),
+             (["-i", "", "-c", TINY], ["empty question"]),
+             (["-i", "   ", "-c", TINY], ["empty question"]),
+             (["-c", TINY], ["-i/--input"]),
+             (["-i", QUESTION], ["no such folder", "checkpoint-1084", "medsft_train"])]
+    monkeypatch.chdir(tmp_path)  # the default checkpoint folder is relative
+    for args, needles in cases:
+        code, err = _cli_error(monkeypatch, capsys, *args)
+        eq(code, 2)
+        lines = err.strip().splitlines()
+        eq(len(lines), 1)
+        for n in needles: assert n in lines[0], (args, n, lines[0])
+
+
+def test_cli_error_in_a_real_process(tmp_path):
+    "The console script itself: exit code 2, one line, no traceback."
+    one_line_error(run(BIN / "medsft_predict", "-i", QUESTION, "-c", tmp_path / "missing"), "no such folder")
+
+
+def test_cli_json_utf8_and_flags():
+    "--json on a console that cannot encode Chinese still writes UTF-8; -m and --max-new-tokens agree."
+    p = run(BIN / "medsft_predict", "-i", QUESTION, "-c", TINY, "-m", 6, "--json", "--greedy",
+            env={"PYTHONIOENCODING": "ascii"})
+    eq(p.returncode, 0)
+    rec = json.loads(p.stdout.decode("utf-8"))
+    eq(rec["question"], QUESTION)
+    eq(sorted(rec), ["answer", "finished", "new_tokens", "question", "stopped", "text", "think"])
+    eq((rec["new_tokens"], rec["stopped"], rec["finished"]), (6, False, False))
+    assert "raise -m" in p.stderr.decode("utf-8")  # the note about the budget
+    eq(rec["text"], predict(QUESTION, checkpoint=TINY, max_new_tokens=6, do_sample=False))
+
+
+def test_cli_stream_prints_only_new_text():
+    "--stream prints exactly the text `predict` returns for the same seed: the new text, nothing else."
+    streamed = run(BIN / "medsft_predict", "-i", QUESTION, "-c", TINY, "-m", 8, "--seed", 3, "--stream")
+    eq(streamed.returncode, 0)
+    eq(streamed.stdout.decode("utf-8"), predict(QUESTION, checkpoint=TINY, max_new_tokens=8, seed=3) + "\n")
+
+
+def test_cli_file_round_trip(tmp_path):
+    "--file: a JSONL of questions (or messages) in, the same rows plus results out, in order."
+    rows = [dict(id=1, question=QUESTION, answer="建议低盐饮食。"), dict(id=2, messages=[{"role": "user", "content": "头痛怎么办？"}])]
+    src, dst = write_jsonl(rows, tmp_path / "in.jsonl"), tmp_path / "out.jsonl"
+    p = run(BIN / "medsft_predict", "--file", src, "-o", dst, "-c", TINY, "-m", 5, "--greedy", "--batch-size", 2)
+    eq(p.returncode, 0)
+    out = read_jsonl(dst)
+    eq([r["id"] for r in out], [1, 2])
+    eq([r["question"] for r in out[:1]], [QUESTION])
+    eq([r["new_tokens"] for r in out], [5, 5])
+    eq((out[0]["gold_answer"], out[0]["answer"]), ("建议低盐饮食。", ""))  # the input answer is kept; 5 tokens: unfinished
+    eq(out[0]["text"], predict(QUESTION, checkpoint=TINY, max_new_tokens=5, do_sample=False))
+
+
+def test_cli_in_process(tmp_path, monkeypatch, capsys):
+    "Flag spellings, --file to stdout, a bad --file row, and --help, without starting a process each."
+    def cli(*args):
+        monkeypatch.setattr(sys, "argv", ["medsft_predict", *map(str, args)])
+        medsft_predict()
+        return capsys.readouterr().out
+    short = cli("-i", QUESTION, "-c", TINY, "-m", 5, "--greedy", "--json")
+    eq(cli("--input", QUESTION, "--checkpoint", TINY, "--max-new-tokens", 5, "--greedy", "--json"), short)
+    eq(cli("--input", QUESTION, "--checkpoint", TINY, "--max_new_tokens", 5, "--greedy", "--json"), short)
+    eq(json.loads(short)["new_tokens"], 5)
+    src = write_jsonl([dict(question=QUESTION), dict(question="头痛怎么办？")], tmp_path / "in.jsonl")
+    lines = cli("--file", src, "-c", TINY, "-m", 5, "--greedy").splitlines()
+    eq([json.loads(l)["question"] for l in lines], [QUESTION, "头痛怎么办？"])
+    eq(json.loads(lines[0])["text"], json.loads(short)["text"])
+    write_jsonl([dict(question=QUESTION), dict(text="no question here")], tmp_path / "bad.jsonl")
+    code, err = _cli_error(monkeypatch, capsys, "--file", tmp_path / "bad.jsonl", "-c", TINY)
+    eq(code, 2)
+    assert "bad.jsonl row 2" in err and "question" in err, err
+    code, err = _cli_error(monkeypatch, capsys, "-i", QUESTION, "-c", TINY, "--stream", "--json")
+    eq(code, 2)
+
+
+def test_cli_help(monkeypatch, capsys):
+    for func, flags in [(medsft_predict, ["-i", "-c", "-m", "--file", "--no-think", "--stream", "--json", "--system", "--seed"]),
+                        (medsft_eval, ["-c", "--val-file", "-n", "-m", "--out-dir", "--greedy"])]:
+        monkeypatch.setattr(sys, "argv", [func.__name__, "--help"])
+        with pytest.raises(SystemExit) as e: func()
+        eq(e.value.code, 0)
+        out = capsys.readouterr().out
+        for f in flags: assert f in out, (func.__name__, f)
+
+
+def test_medsft_eval_on_val_slice(shared, tmp_path):
+    "medsft_eval on the first rows of ../shared val.jsonl writes predictions and a summary."
+    val = shared / "data" / "delicate_medical_r1" / "val.jsonl"
+    out = tmp_path / "eval"
+    p = run(BIN / "medsft_eval", "-c", TINY, "-f", val, "-n", 3, "-m", 8, "-b", 3, "-o", out)
+    eq(p.returncode, 0)
+    assert "BLEU-4" in p.stdout.decode("utf-8")
+    preds = read_jsonl(out / "predictions.jsonl")
+    gold = read_jsonl(val)[:3]
+    eq([r["question"] for r in preds], [r["question"] for r in gold])
+    eq([r["gold_answer"] for r in preds], [r["answer"] for r in gold])
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    eq((summary["n"], summary["max_new_tokens"], summary["finished"], summary["bleu4"]), (3, 8, 0.0, 0.0))
+    eq(summary["mean_new_tokens"], 8.0)
