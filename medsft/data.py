@@ -12,13 +12,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 from fastcore.basics import patch
 from fastcore.script import call_parse, store_true
+from urllib.parse import urlparse
 
 # %% auto #0
 __all__ = ['DEFAULT_SYSTEM_PROMPT', 'DEFAULT_DATASET', 'DEFAULT_POLICIES', 'DataError', 'TooLongError', 'shared_dir',
-           'read_jsonl', 'write_jsonl', 'read_file', 'split_think', 'normalize_rows', 'load_modelscope', 'sample_rows',
-           'load_rows', 'DataReport', 'validate_rows', 'split_indices', 'split_rows', 'render_assistant', 'to_messages',
-           'format_row', 'tokenize_sft', 'tokenize_rows', 'token_lengths', 'length_summary', 'prepare_data',
-           'medsft_data']
+           'read_jsonl', 'write_jsonl', 'read_file', 'split_think', 'normalize_rows', 'cache_dir',
+           'modelscope_unreachable', 'load_modelscope', 'sample_rows', 'load_rows', 'DataReport', 'validate_rows',
+           'split_indices', 'split_rows', 'render_assistant', 'to_messages', 'format_row', 'tokenize_sft',
+           'tokenize_rows', 'token_lengths', 'length_summary', 'prepare_data', 'medsft_data']
 
 # %% ../nbs/00_data.ipynb #242fc524
 DEFAULT_SYSTEM_PROMPT = "你是一个医学专家，你需要根据用户的问题，给出带有思考的回答。"
@@ -222,17 +223,22 @@ def _from_chat(r:dict, i:int)->dict:
 
 
 # %% ../nbs/00_data.ipynb #837f635e
-def _cache_dir()->Path:
-    "`$MEDSFT_CACHE`, default `~/.cache/medsft` (same folder as `medsft.model.cache_dir`)."
-    return Path(os.environ.get("MEDSFT_CACHE") or Path.home()/".cache"/"medsft").expanduser()
+def cache_dir()->Path: # `$MEDSFT_CACHE`, default `~/.cache/medsft`; created if missing
+    "The folder for raw ModelScope rows, the embedded tokenizer and the tiny models."
+    d = Path(os.environ.get("MEDSFT_CACHE") or "~/.cache/medsft").expanduser()
+    d.mkdir(parents=True, exist_ok=True)
+    return d
 
-def _probe(host:str, port:int=443, timeout:float=10.0):
-    "None if a TCP connection to `host:port` opens within `timeout` seconds (DNS included), else the error text."
-    res = ["timed out"]
+def modelscope_unreachable(timeout:float=10.0, # seconds for DNS + TCP connect
+                          )->str|None: # None when reachable, else the reason
+    "Open one TCP connection to the ModelScope endpoint (`$MODELSCOPE_DOMAIN`, default www.modelscope.cn)."
+    url = urlparse(d if "://" in (d := os.environ.get("MODELSCOPE_DOMAIN") or "www.modelscope.cn") else "https://" + d)
+    host, port = url.hostname, url.port or (80 if url.scheme == "http" else 443)
+    res = [f"{host}:{port} timed out"]  # a thread, because DNS lookups ignore socket timeouts
     def go():
         try: socket.create_connection((host, port), timeout=timeout).close(); res[0] = None
-        except OSError as e: res[0] = f"{type(e).__name__}: {e}"
-    th = threading.Thread(target=go, daemon=True); th.start(); th.join(timeout)
+        except OSError as e: res[0] = f"{host}:{port} unreachable ({type(e).__name__}: {e})"
+    th = threading.Thread(target=go, daemon=True); th.start(); th.join(timeout + 1)
     return res[0]
 
 def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
@@ -241,13 +247,12 @@ def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
                     timeout:float=10.0, # seconds for the reachability probe
                    )->list[dict]: # raw rows, original keys
     "Raw rows of a ModelScope data set, cached under `$MEDSFT_CACHE`; `DataError` quickly when offline."
-    cache = _cache_dir()/"datasets"/dataset_id.replace("/", "__")/f"{subset_name}-{split}.jsonl"
+    cache = cache_dir()/"datasets"/dataset_id.replace("/", "__")/f"{subset_name}-{split}.jsonl"
     if cache.exists(): return read_jsonl(cache)
-    host = re.sub(r"^https?://", "", os.environ.get("MODELSCOPE_DOMAIN") or "www.modelscope.cn").split("/")[0]
     hint = ("download it elsewhere and pass --source PATH (a .jsonl/.json/.csv/.parquet file or folder), "
             "or --source sample for the built-in sample")
-    if err := _probe(host, timeout=timeout):
-        raise DataError(f"cannot download ModelScope dataset {dataset_id!r}: {host} unreachable ({err}); {hint}")
+    if err := modelscope_unreachable(timeout):
+        raise DataError(f"cannot download ModelScope dataset {dataset_id!r}: {err}; {hint}")
     try:
         from modelscope.msdatasets import MsDataset
         ds = MsDataset.load(dataset_id, subset_name=subset_name, split=split)

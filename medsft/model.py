@@ -4,10 +4,9 @@
 
 # %% auto #0
 __all__ = ['IM_START_ID', 'IM_END_ID', 'PAD_ID', 'THINK_START_ID', 'THINK_END_ID', 'TINY', 'DEFAULT_BASE', 'QWEN3_ADDED_TOKENS',
-           'CHAT_TEMPLATE', 'QWEN3_GENERATION', 'TINY_SIZES', 'cache_dir', 'decide_device', 'pick_device',
-           'embedded_tokenizer_dir', 'embedded_tokenizer', 'finish_folder', 'save_model_folder', 'qwen3_config',
-           'tiny_qwen3', 'default_local_dir', 'download_model', 'load_tokenizer', 'load_model_and_tokenizer',
-           'medsft_download']
+           'CHAT_TEMPLATE', 'QWEN3_GENERATION', 'TINY_SIZES', 'decide_device', 'pick_device', 'embedded_tokenizer_dir',
+           'embedded_tokenizer', 'finish_folder', 'save_model_folder', 'qwen3_config', 'tiny_qwen3',
+           'default_local_dir', 'download_model', 'load_tokenizer', 'load_model_and_tokenizer', 'medsft_download']
 
 # %% ../nbs/01_model.ipynb #2af4fa7d
 import hashlib, json, os, re, shutil, socket, sys, tempfile, threading, warnings
@@ -26,18 +25,13 @@ from transformers.convert_slow_tokenizer import TikTokenConverter
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from .data import cache_dir, modelscope_unreachable
+
 # %% ../nbs/01_model.ipynb #acd27ed8
 IM_START_ID, IM_END_ID, PAD_ID = 151644, 151645, 151643  # <|im_start|>, <|im_end|> (eos), <|endoftext|> (pad)
 THINK_START_ID, THINK_END_ID = 151667, 151668  # <think>, </think>
 TINY = "tiny-qwen3"  # accepted wherever a model or checkpoint path is: the embedded default
 DEFAULT_BASE = "./Qwen/Qwen3-1___7B"  # where ModelScope's `snapshot_download` puts Qwen/Qwen3-1.7B
-
-# %% ../nbs/01_model.ipynb #dab9d149
-def cache_dir()->Path: # `$MEDSFT_CACHE`, default `~/.cache/medsft`; created if missing
-    "The folder for the embedded tokenizer, the tiny models and raw ModelScope rows."
-    d = Path(os.environ.get("MEDSFT_CACHE") or "~/.cache/medsft").expanduser()
-    d.mkdir(parents=True, exist_ok=True)
-    return d
 
 # %% ../nbs/01_model.ipynb #3e2720c0
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
@@ -288,22 +282,6 @@ def default_local_dir(model_id:str)->Path: # e.g. Qwen/Qwen3-1.7B -> Qwen/Qwen3-
     org, name = model_id.split("/")
     return Path(org) / name.replace(".", "___")
 
-def _probe(timeout:float=10):
-    "ConnectionError unless a TCP connection to the ModelScope endpoint opens within `timeout` seconds."
-    domain = os.environ.get("MODELSCOPE_DOMAIN") or "www.modelscope.cn"
-    url = urlparse(domain if "://" in domain else "https://" + domain)
-    host, port = url.hostname, url.port or (80 if url.scheme == "http" else 443)
-    err = []
-    def connect():
-        try: socket.create_connection((host, port), timeout=timeout).close()
-        except OSError as e: err.append(e)
-    th = threading.Thread(target=connect, daemon=True)
-    th.start(); th.join(timeout + 1)
-    if th.is_alive() or err:
-        why = err[0] if err else "timed out"
-        raise ConnectionError(f"cannot reach ModelScope at {host}:{port} ({why}); no network? "
-                              f"copy the model folder here by hand, or set MODELSCOPE_DOMAIN")
-
 # %% ../nbs/01_model.ipynb #5f227f3b
 def download_model(model_id:str="Qwen/Qwen3-1.7B", # a ModelScope model id
                    local_dir=None, # None: ModelScope's folder name under the current folder (`default_local_dir`)
@@ -312,7 +290,9 @@ def download_model(model_id:str="Qwen/Qwen3-1.7B", # a ModelScope model id
     "Download (or resume) a ModelScope model into a local folder."
     if not _is_model_id(model_id): raise ValueError(f"{model_id!r} is not a ModelScope id like 'Qwen/Qwen3-1.7B'")
     local_dir = Path(local_dir) if local_dir else default_local_dir(model_id)
-    _probe()
+    if err := modelscope_unreachable():
+        raise ConnectionError(f"cannot reach ModelScope: {err}; no network? copy the model folder here by hand, "
+                              "or set MODELSCOPE_DOMAIN")
     from modelscope import snapshot_download
     snapshot_download(model_id, revision=revision or "master", local_dir=str(local_dir))
     return local_dir
