@@ -1,0 +1,107 @@
+"CLI round trips of medsft.train_full and medsft.train_lora: --help, train, resume, refuse, LoRA -> merge -> predict."
+import json, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+import torch
+from fastcore.test import test_eq as eq, test_close as close
+
+from medsft.data import read_jsonl, shared_dir, write_jsonl
+from medsft.model import IM_END_ID, TINY, load_model_and_tokenizer
+
+ENV = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "SWANLAB_MODE": "disabled"}
+BIN = Path(sys.executable).parent
+# a handful of optimizer steps on the embedded tiny Qwen3 and 8 of the built-in sample rows
+SMALL = ["--model", TINY, "--train-file", "sample", "--val-file", "", "--max-train-rows", "8", "--max-length", "256",
+         "--save-steps", "1", "--eval-steps", "2", "--logging-steps", "1", "--num-predict", "1", "--max-new-tokens", "8",
+         "--no-progress"]
+
+
+def run(cmd, *args, cwd=None, ok=True):
+    "Run a console script of this venv; assert its exit status."
+    r = subprocess.run([str(BIN/cmd), *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=900)
+    if ok: assert r.returncode == 0, f"{cmd} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+@pytest.mark.parametrize("cmd,flags", [("medsft_train", ["--max-steps", "--resume", "--overwrite", "--swanlab-mode"]),
+                                       ("medsft_train_lora", ["--lora-alpha", "--target-modules", "--modules-to-save"]),
+                                       ("medsft_merge", ["--adapter-dir", "--out-dir", "--base"])])
+def test_help(cmd, flags):
+    out = run(cmd, "--help").stdout
+    for f in flags: assert f in out, f"{cmd} --help lacks {f}"
+    if cmd == "medsft_train": assert "optimizer steps; > 0 overrides" in out  # docments are the help text
+
+
+def test_train_resume_refuse(tmp_path):
+    out = tmp_path/"run"
+    r = run("medsft_train", *SMALL, "--num-train-epochs", "1", "--output-dir", out)
+    assert "device: cpu" in r.stdout and "done: 2 steps" in r.stdout, r.stdout
+    for d in (out, out/"checkpoint-1", out/"checkpoint-2"):
+        for f in ("model.safetensors", "tokenizer.json", "chat_template.jinja", "generation_config.json"):
+            assert (d/f).exists(), d/f
+        eq(json.loads((d/"generation_config.json").read_text())["eos_token_id"][0], IM_END_ID)
+    load_model_and_tokenizer(out/"checkpoint-1", device="cpu")
+    # a second run into the same folder is refused, with one line on stderr
+    r = run("medsft_train", *SMALL, "--output-dir", out, ok=False)
+    eq(r.returncode, 2)
+    assert "is not empty" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # --resume continues from checkpoint-2 to the end of the second epoch
+    r = run("medsft_train", *SMALL, "--num-train-epochs", "2", "--output-dir", out, "--resume")
+    assert "resuming from" in r.stdout and "checkpoint-2" in r.stdout, r.stdout
+    eq(json.loads((out/"train_summary.json").read_text())["steps"], 4)
+    eq(json.loads((out/"checkpoint-4"/"trainer_state.json").read_text())["global_step"], 4)
+    # --overwrite starts again and removes the old checkpoints
+    run("medsft_train", *SMALL, "--max-steps", "1", "--output-dir", out, "--overwrite")
+    eq(sorted(p.name for p in out.glob("checkpoint-*")), ["checkpoint-1"])
+
+
+def test_lora_merge_predict(tmp_path):
+    from medsft.inference import predict
+    adapter, merged = tmp_path/"lora", tmp_path/"merged"
+    run("medsft_train_lora", *SMALL, "--max-steps", "3", "--learning-rate", "1e-2", "--output-dir", adapter)
+    for d in (adapter, adapter/"checkpoint-1"):
+        for f in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "chat_template.jinja",
+                  "generation_config.json"):
+            assert (d/f).exists(), d/f
+    r = run("medsft_merge", "--adapter-dir", adapter, "--out-dir", merged)
+    assert str(merged) in r.stdout
+    assert (merged/"model.safetensors").exists() and not (merged/"adapter_config.json").exists()
+    questions = ["高血压如何饮食？", "感冒需要吃抗生素吗？"]
+    a = predict(questions, checkpoint=str(adapter), max_new_tokens=16, do_sample=False, device="cpu")
+    b = predict(questions, checkpoint=str(merged), max_new_tokens=16, do_sample=False, device="cpu")
+    eq(a, b)
+    # and the adapter did change the model
+    ids = torch.tensor([[9707, 1879, 151645]])
+    base_logits = load_model_and_tokenizer(TINY, device="cpu")[0](ids).logits
+    merged_logits = load_model_and_tokenizer(merged, device="cpu")[0](ids).logits
+    assert (base_logits - merged_logits).abs().max() > 1e-3
+    # a bad request is one clear line
+    r = run("medsft_merge", "--adapter-dir", tmp_path/"nowhere", "--out-dir", tmp_path/"x", ok=False)
+    eq(r.returncode, 2)
+    assert "nowhere" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_lora_refuses_tied_targets(tmp_path):
+    r = run("medsft_train_lora", *SMALL, "--max-steps", "1", "--target-modules", "q_proj", "lm_head",
+            "--output-dir", tmp_path/"x", ok=False)
+    eq(r.returncode, 2)
+    assert "modules_to_save" in r.stderr, r.stderr
+
+
+def test_real_slice_data_train_predict(tmp_path):
+    "medsft_data -> medsft_train -> medsft_predict on a slice of the real validation file (../shared)."
+    rows = read_jsonl(shared_dir(required=True)/"data"/"delicate_medical_r1"/"val.jsonl")[:20]
+    write_jsonl(rows, tmp_path/"slice.jsonl")
+    run("medsft_data", "--source", tmp_path/"slice.jsonl", "--out_dir", tmp_path)
+    eq((len(read_jsonl(tmp_path/"train.jsonl")), len(read_jsonl(tmp_path/"val.jsonl"))), (18, 2))
+    out = tmp_path/"out"
+    r = run("medsft_train", "--model", TINY, "--train-file", tmp_path/"train.jsonl", "--val-file", tmp_path/"val.jsonl",
+            "--max-steps", "2", "--max-length", "384", "--num-predict", "1", "--max-new-tokens", "4", "--output-dir", out,
+            "--no-progress", cwd=tmp_path)
+    assert "val: 2 rows -> 2 examples" in r.stdout, r.stdout
+    s = json.loads((out/"train_summary.json").read_text(encoding="utf-8"))
+    eq(s["steps"], 2)
+    assert s["eval_loss"] < 12.5 and s["tokens"] > 0, s
+    r = run("medsft_predict", "-i", rows[-1]["question"], "-c", out, "-m", "8", "--greedy", "--json")
+    eq(json.loads(r.stdout)["new_tokens"] > 0, True)
