@@ -244,15 +244,15 @@ def save_model_folder(model, # a `PreTrainedModel` (full weights) or a `PeftMode
 
 # %% ../nbs/01_model.ipynb #81854e95
 TINY_SIZES = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=16)
+                  num_key_value_heads=2, head_dim=16, tie_word_embeddings=True)
 
-def qwen3_config(**sizes)->Qwen3Config: # `TINY_SIZES` keys only; ValueError for others
+def qwen3_config(**sizes)->Qwen3Config: # `TINY_SIZES` keys only (sizes, and whether embeddings are tied); ValueError for others
     "Qwen3-1.7B's `config.json` with the size fields replaced by `sizes` (defaults: `TINY_SIZES`)."
     bad = set(sizes) - set(TINY_SIZES)
     if bad: raise ValueError(f"unknown size fields {sorted(bad)}; allowed: {sorted(TINY_SIZES)}")
     return Qwen3Config(**{**TINY_SIZES, **sizes}, architectures=["Qwen3ForCausalLM"], vocab_size=151936,
         hidden_act="silu", max_position_embeddings=40960, initializer_range=0.02, rms_norm_eps=1e-6, use_cache=True,
-        tie_word_embeddings=True, rope_theta=1000000, attention_bias=False, attention_dropout=0.0,
+        rope_theta=1000000, attention_bias=False, attention_dropout=0.0,
         use_sliding_window=False, sliding_window=None, max_window_layers=28, bos_token_id=PAD_ID, eos_token_id=IM_END_ID)
 
 # %% ../nbs/01_model.ipynb #461dbf00
