@@ -4,7 +4,7 @@ Markdown cells are copied; code cells become fenced Python with their text outpu
 line is `#| hide` are left out and other `#|` directive lines are dropped, as nbdev does.
 Usage: python .ci/readme.py [--check]   (--check: exit 1 when README.md is out of date)
 """
-import json, sys
+import json, re, sys
 from pathlib import Path
 
 root = Path(__file__).resolve().parent.parent
@@ -25,6 +25,7 @@ def render():
     nb = json.loads((root/'nbs'/'index.ipynb').read_text(encoding='utf-8'))
     body = '\n\n'.join(md for md in map(cell_md, nb['cells']) if md)
     note = '<!-- generated from nbs/index.ipynb by .ci/readme.py: edit the notebook, not this file -->\n\n'
+    body = re.sub(r'\]\((\d\d\w*\.ipynb)\)', r'](nbs/\1)', body)  # notebook links, relative to the repository root
     return note + body.strip() + '\n'
 
 if __name__ == '__main__':
