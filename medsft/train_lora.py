@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['QWEN3_LORA_TARGETS', 'TIED', 'LoraTrainConfig', 'wrap_lora', 'train_lora', 'merge_adapter', 'medsft_train_lora',
-           'MergeArgs', 'medsft_merge']
+           'medsft_merge']
 
 # %% ../nbs/03_train_lora.ipynb #9f73d2a6
 import json
@@ -81,13 +81,13 @@ def medsft_train_lora(argv:list=None): # command-line words; None: `sys.argv[1:]
     cli_main(LoraTrainConfig, train_lora, "medsft_train_lora", argv)
 
 @dataclass
-class MergeArgs:
+class _MergeArgs:
     "Merge a LoRA adapter into its base model and save a full model folder (in the base model's dtype)."
     adapter_dir:str=None # adapter folder: a LoRA run's output or one of its checkpoint-N folders
     out_dir:str=None # where the merged model goes
     base:str=None # base model folder or id; default: the path recorded in adapter_config.json
 
-def _merge(a:MergeArgs)->Path:
+def _merge(a:_MergeArgs)->Path:
     if not (a.adapter_dir and a.out_dir): raise ValueError("--adapter-dir and --out-dir are required")
     out = merge_adapter(a.adapter_dir, a.out_dir, a.base)
     print(out)
@@ -95,4 +95,4 @@ def _merge(a:MergeArgs)->Path:
 
 def medsft_merge(argv:list=None): # command-line words; None: `sys.argv[1:]`
     "Merge a LoRA adapter into its base model; flags: `--adapter-dir`, `--out-dir`, `--base`."
-    cli_main(MergeArgs, _merge, "medsft_merge", argv)
+    cli_main(_MergeArgs, _merge, "medsft_merge", argv)

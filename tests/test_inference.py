@@ -63,7 +63,7 @@ def test_python_c_prints_only_new_text(folders):
         out = out.decode("utf-8")
         assert out.endswith("\n") and out.strip(), (kind, out)
         for echo in (QUESTION, "<|im_start|>", "<|im_end|>", "system", "assistant", "医学专家"): assert echo not in out, (kind, echo)
-        assert len(tok(out[:-1])["input_ids"]) <= 40, (kind, out)  # 32 new tokens (re-encoding may differ a little)
+        assert len(tok(out[:-1])["input_ids"]) <= 64, (kind, out)  # 32 new tokens; re-encoding random tokens can split them
 
 
 def test_predict_loads_once(folders, monkeypatch):
