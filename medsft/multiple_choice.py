@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['CMMLU_MEDICAL', 'BENCHMARKS', 'read_choices', 'format_question', 'choice_messages', 'letter_token_ids',
            'score_choices', 'parse_letter', 'wilson_interval', 'mcnemar_exact', 'load_benchmark', 'summarize_choices',
-           'evaluate_choices', 'compare_choices', 'format_choices']
+           'evaluate_choices', 'compare_choices', 'format_choices', 'benchmark_report']
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc000imp
 import csv, json, math, re, sys, time, unicodedata
@@ -195,14 +195,14 @@ def summarize_choices(records:list, # per-question records (`subject`, `correct`
     return dict(subjects={s: stats(rs) for s, rs in subjects.items()}, overall=stats(records))
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc029
-def _done_records(out_file)->dict:
-    "Records already in `out_file` (a cut last line is ignored), keyed by (subject, index)."
+def _done_records(out_file, state)->dict:
+    "Records in `out_file` made by weights in `state` (a cut last line is ignored), keyed by (subject, index)."
     if out_file is None or not Path(out_file).is_file(): return {}
     done = {}
     for line in Path(out_file).read_text(encoding="utf-8").splitlines():
         try: r = json.loads(line)
         except ValueError: continue
-        done[(r["subject"], r["index"])] = r
+        if isinstance(r, dict) and r.get("state") == state: done[(r["subject"], r["index"])] = r
     return done
 
 def _answer_chunk(pred, chunk:list, mode:str, batch_size:int, max_new_tokens:int)->list:
@@ -219,8 +219,8 @@ def _answer_chunk(pred, chunk:list, mode:str, batch_size:int, max_new_tokens:int
         for g in gens:
             letter, status = parse_letter(g["text"], letters)
             outs.append(dict(prediction=letter, status=status, finished=g["finished"], text=g["text"]))
-    return [dict(subject=s, index=i, line=row["line"], answer=row["answer"], **o, correct=o["prediction"] == row["answer"])
-            for (s, i, row, _), o in zip(chunk, outs)]
+    return [dict(subject=s, index=i, line=row["line"], answer=row["answer"], **o,
+                 correct=o["prediction"] == row["answer"], state=pred.state) for (s, i, row, _), o in zip(chunk, outs)]
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc030
 def evaluate_choices(checkpoint, # anything `get_predictor` accepts (folder, `checkpoint-N`, adapter, `TINY`, `Predictor`)
@@ -244,13 +244,13 @@ def evaluate_choices(checkpoint, # anything `get_predictor` accepts (folder, `ch
         if shots > len(b["dev"]): raise ValueError(f"{s}: {shots} shots asked, but its dev file has {len(b['dev'])}")
     items = [(s, i, row, choice_messages(row, b["name"], b["dev"][:shots], system))
              for s, b in bench.items() for i, row in enumerate(b["test"][:limit])]
-    done = _done_records(out_file)
-    todo = [it for it in items if (it[0], it[1]) not in done]
     pred = get_predictor(checkpoint, device, dtype, base)
+    done = _done_records(out_file, pred.state)
+    todo = [it for it in items if (it[0], it[1]) not in done]
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="question", file=sys.stderr)
+        bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="question", file=sys.stderr, disable=None)
     t0, step = time.perf_counter(), batch_size * (4 if mode == "loglik" else 1)
     f = open(out_file, "a", encoding="utf-8") if out_file is not None else None
     try:
@@ -318,3 +318,31 @@ def format_choices(results:list, # `evaluate_choices` results, one per checkpoin
         lines.append(line)
     lines += [f"({i + 1}) {r['checkpoint']}, {r['mode']}, {r['shots']}-shot" for i, r in enumerate(results)]
     return "\n".join(lines)
+
+# %% ../nbs/04a_multiple_choice.ipynb #mc043
+def _records_file(out_dir, checkpoint:str, benchmark, mode:str, shots:int)->Path:
+    "Where a checkpoint's records for one benchmark setting go."
+    name = Path(str(checkpoint).rstrip("/")).name or "model"
+    return Path(out_dir) / name / f"{Path(str(benchmark)).stem}-{mode}-{shots}shot.jsonl"
+
+def benchmark_report(checkpoints:list, # one or two checkpoints (second: e.g. the fine-tuned one)
+                     benchmark:str="cmmlu-medical", # as for `evaluate_choices`
+                     out_dir="eval", # records go to `out_dir/<checkpoint name>/<benchmark>-<mode>-<k>shot.jsonl`
+                     as_json:bool=False, # return the JSON text instead of the table
+                     **kwargs, # `evaluate_choices` settings (`limit`, `shots`, `mode`, `data_dir`, ...)
+                    )->tuple: # (text to print, results dict: `checkpoints` and, for two, `differences`)
+    "Evaluate one or two checkpoints on the same questions and report accuracies and the paired differences."
+    if not 1 <= len(checkpoints) <= 2: raise ValueError(f"give one or two checkpoints, not {len(checkpoints)}")
+    bench = load_benchmark(benchmark, kwargs.pop("data_dir", None), kwargs.pop("columns", None))
+    runs = []
+    for c in checkpoints:
+        pred = get_predictor(c, kwargs.get("device"), kwargs.get("dtype"), kwargs.get("base"))
+        out_file = _records_file(out_dir, c, benchmark, kwargs.get("mode", "loglik"), kwargs.get("shots", 0))
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        runs.append(evaluate_choices(pred, bench, out_file=out_file, progress=not as_json, **kwargs))
+        runs[-1]["benchmark"] = str(benchmark)
+    cmp = compare_choices(*runs) if len(runs) == 2 else None
+    result = dict(checkpoints=[{k: v for k, v in r.items() if k != "records"} for r in runs],
+                  **(dict(differences=cmp) if cmp else {}))
+    text = json.dumps(result, ensure_ascii=False, indent=2) if as_json else format_choices(runs, cmp)
+    return text, result
