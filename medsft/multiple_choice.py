@@ -333,6 +333,8 @@ def benchmark_report(checkpoints:list, # one or two checkpoints (second: e.g. th
                     )->tuple: # (text to print, results dict: `checkpoints` and, for two, `differences`)
     "Evaluate one or two checkpoints on the same questions and report accuracies and the paired differences."
     if not 1 <= len(checkpoints) <= 2: raise ValueError(f"give one or two checkpoints, not {len(checkpoints)}")
+    if (mode := kwargs.get("mode", "loglik")) not in ("loglik", "think"):  # before any loading
+        raise ValueError(f"mode must be 'loglik' or 'think', not {mode!r}")
     bench = load_benchmark(benchmark, kwargs.pop("data_dir", None), kwargs.pop("columns", None))
     runs = []
     for c in checkpoints:

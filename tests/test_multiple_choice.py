@@ -1,0 +1,166 @@
+"Multiple-choice evaluation (medsft.multiple_choice) on the real CMMLU medical subjects in ../shared: scoring, chance level, CLI."
+import json, math, os, subprocess, sys, time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest, torch
+from fastcore.test import test_eq as eq
+from transformers import AutoTokenizer, GenerationConfig
+
+from medsft.data import DataError
+from medsft.inference import clear_predictors, get_predictor
+from medsft.model import IM_END_ID, TINY, tiny_qwen3
+from medsft.multiple_choice import (CMMLU_MEDICAL, evaluate_choices, format_question, letter_token_ids,
+                                    load_benchmark, read_choices)
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def cmmlu(shared):
+    "The nine CMMLU medical subjects, read from ../shared (never copied)."
+    return load_benchmark("cmmlu-medical", data_dir=shared / "data" / "cmmlu_medical")
+
+
+def run(*args):
+    "A console script in a fresh process (one thread); returns the completed process with text output."
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, encoding="utf-8", timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_all_questions_read(cmmlu):
+    "1,815 test questions and 5 dev questions in each of the nine subjects, every answer among A-D."
+    eq(list(cmmlu), list(CMMLU_MEDICAL))
+    eq(sum(len(b["test"]) for b in cmmlu.values()), 1815)
+    eq({len(b["dev"]) for b in cmmlu.values()}, {5})
+    eq({r["answer"] for b in cmmlu.values() for r in b["test"]}, set("ABCD"))
+
+
+def test_letter_ids_are_the_real_qwen3_ids(shared):
+    "The ids used for scoring are what the real Qwen3 tokenizer files give for 'A' and ' A', and the embedded one agrees."
+    real = AutoTokenizer.from_pretrained(shared / "qwen3")
+    want = [[real.convert_tokens_to_ids(k), real.convert_tokens_to_ids("Ġ" + k)] for k in "ABCD"]
+    eq(want, [[32, 362], [33, 425], [34, 356], [35, 422]])
+    eq(letter_token_ids(real), want)
+    eq(letter_token_ids(get_predictor(TINY).tokenizer), want)
+
+
+class StandIn(torch.nn.Module):
+    "A 'model' whose next-token logits favour `choose(user_turn)`'s letter (the bare-letter token)."
+    def __init__(self, tokenizer, choose):
+        super().__init__()
+        self.tok, self.choose, self.device, self.dtype = tokenizer, choose, torch.device("cpu"), torch.float32
+        self.generation_config = GenerationConfig(eos_token_id=IM_END_ID)
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=0, **kwargs):
+        logits = torch.zeros(len(input_ids), 1, len(self.tok))
+        for b, ids in enumerate(input_ids.tolist()):
+            user = self.tok.decode(ids).rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>")[0]
+            logits[b, 0, self.tok.convert_tokens_to_ids(self.choose(user))] = 10.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_stand_in_models_score_exactly(cmmlu):
+    "Gold-letter oracle: 100% in every subject; always-A: exactly the share of A answers (all 1,815 questions)."
+    tok = get_predictor(TINY).tokenizer
+    gold = {}
+    for b in cmmlu.values():
+        for r in b["test"]: gold.setdefault(format_question(r, b["name"]), set()).add(r["answer"])
+    def oracle(user):
+        assert len(gold[user]) == 1, user  # the same question and options with two answers: no oracle possible
+        return next(iter(gold[user]))
+    res = evaluate_choices((StandIn(tok, oracle), tok), cmmlu, batch_size=64)
+    eq({s: v["accuracy"] for s, v in res["subjects"].items()}, {s: 1.0 for s in CMMLU_MEDICAL})
+    res = evaluate_choices((StandIn(tok, lambda user: "A"), tok), cmmlu, batch_size=64)
+    for s, b in cmmlu.items(): eq(res["subjects"][s]["correct"], sum(r["answer"] == "A" for r in b["test"]))
+    eq(res["overall"]["correct"], 454)  # the A answers among the 1,815 (PROVENANCE.md lists the files)
+
+
+def test_untrained_tiny_model_is_at_chance(cmmlu, tmp_path):
+    "The embedded tiny model (random weights, seed 0) scores within the 99% binomial interval around 25% on all 1,815."
+    t0 = time.perf_counter()
+    res = evaluate_choices(TINY, cmmlu, batch_size=32, out_file=tmp_path / "records.jsonl")
+    seconds = time.perf_counter() - t0
+    n, half = 1815, 2.5758293035489 * math.sqrt(0.25 * 0.75 / 1815)
+    eq(res["overall"]["n"], n)
+    acc = res["overall"]["accuracy"]
+    assert 0.25 - half <= acc <= 0.25 + half, (acc, 0.25 - half, 0.25 + half)
+    print(f"untrained tiny model: {acc:.4f} on {n} questions in {seconds:.0f} s (load included)")
+
+
+def test_cli_side_by_side_with_a_fine_tune(shared, tmp_path):
+    "tiny-qwen3 vs a short full fine-tune of it: one command, every subject, the paired test and the differences."
+    from medsft.train_full import train_full
+    tuned = train_full(model=TINY, train_file="sample", val_file="", max_steps=4, output_dir=tmp_path / "tuned",
+                       num_predict=0, eval_steps=4, save_steps=4, logging_steps=2, max_length=512,
+                       per_device_train_batch_size=2, gradient_accumulation_steps=1, gradient_checkpointing=False,
+                       learning_rate=3e-3)
+    data = shared / "data" / "cmmlu_medical"
+    p = run(BIN / "medsft_eval", "--benchmark", "cmmlu-medical", "--data-dir", data, "-c", TINY, "-c", tuned,
+            "--limit", 4, "--json", "-o", tmp_path / "eval")
+    eq(p.returncode, 0)
+    out = json.loads(p.stdout)
+    eq(len(out["checkpoints"]), 2)
+    for r in out["checkpoints"]:
+        eq(list(r["subjects"]), list(CMMLU_MEDICAL))
+        eq({v["n"] for v in r["subjects"].values()}, {4})
+        eq(r["overall"]["n"], 36)
+        for v in [*r["subjects"].values(), r["overall"]]: assert v["ci_low"] <= v["accuracy"] <= v["ci_high"], v
+    diffs = out["differences"]
+    eq(list(diffs), [*CMMLU_MEDICAL, "overall"])
+    for s, d in diffs.items():
+        assert 0 <= d["p_value"] <= 1 and d["verdict"] in ("better", "worse", "within noise"), d
+        eq(round(100 * (d["second"] - d["first"]), 2), d["difference"])
+    table = run(BIN / "medsft_eval", "--benchmark", "cmmlu-medical", "--data-dir", data, "-c", TINY, "-c", tuned,
+                "--limit", 4, "-o", tmp_path / "eval")
+    eq(table.returncode, 0)
+    lines = table.stdout.splitlines()
+    eq([l.split()[0] for l in lines[1:11]], [*CMMLU_MEDICAL, "overall"])
+    assert "verdict" in lines[0], lines[0]
+
+
+def test_cli_think_mode_reports_parsing(shared, tmp_path):
+    "--mode think: the finished rate and the none/several counts are reported; an unfinished answer counts wrong."
+    p = run(BIN / "medsft_eval", "--benchmark", "cmmlu-medical", "--data-dir", shared / "data" / "cmmlu_medical",
+            "-c", TINY, "--limit", 1, "--mode", "think", "-m", 6, "--json", "-o", tmp_path / "eval")
+    eq(p.returncode, 0)
+    r = json.loads(p.stdout)["checkpoints"][0]
+    eq((r["overall"]["n"], r["finished"], r["none"] + r["several"], r["overall"]["correct"]), (9, 0.0, 9, 0))
+
+
+def test_cli_user_errors(tmp_path):
+    "A bad benchmark file or folder: exit 2, one line on stderr naming the file and line, before any model loads."
+    bench = tmp_path / "bench"
+    (bench / "test").mkdir(parents=True)
+    (bench / "test" / "x.csv").write_text(",Question,A,B,C,D,Answer\n0,问,甲,乙,丙,丁,A\n1,问,甲,乙,丙,丁,E\n",
+                                          encoding="utf-8")
+    (tmp_path / "q.jsonl").write_text('{"question": "问", "A": "甲", "B": "乙"}\n', encoding="utf-8")
+    cases = [(["--benchmark", bench], ["x.csv:3", "answer 'E' is not among the options A, B, C, D"]),
+             (["--benchmark", tmp_path / "q.jsonl"], ["q.jsonl:1", "no field 'answer'"]),
+             (["--benchmark", "cmmlu-medical", "--data-dir", tmp_path / "none"], ["no such benchmark folder", "none"]),
+             (["--benchmark", bench, "--mode", "guess"], ["mode must be"])]
+    for args, needles in cases:
+        p = run(BIN / "medsft_eval", *args, "-c", tmp_path / "no-model", "-o", tmp_path / "eval")
+        eq(p.returncode, 2)
+        lines = p.stderr.strip().splitlines()
+        eq(len(lines), 1)
+        for n in needles: assert n in lines[0], (n, lines[0])
+    with pytest.raises(DataError, match="q.jsonl:1: no field 'answer'"): read_choices(tmp_path / "q.jsonl")
+
+
+def test_resume_skips_done_questions_but_not_after_retraining(tmp_path):
+    "Records of an interrupted run are reused by the rerun; after the folder is rewritten, nothing is reused."
+    bench = tmp_path / "bench"
+    (bench / "test").mkdir(parents=True)
+    rows = "".join(f"{i},问题{i},甲,乙,丙,丁,{'ABCD'[i % 4]}\n" for i in range(6))
+    (bench / "test" / "x.csv").write_text(",Question,A,B,C,D,Answer\n" + rows, encoding="utf-8")
+    model = tiny_qwen3(tmp_path / "m", seed=3)
+    clear_predictors()
+    first = evaluate_choices(model, bench, out_file=tmp_path / "r.jsonl", batch_size=2)
+    eq(first["answered_now"], 6)
+    lines = (tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines()
+    (tmp_path / "r.jsonl").write_text("\n".join(lines[:4]) + "\n" + lines[4][:20], encoding="utf-8")  # killed mid-write
+    again = evaluate_choices(model, bench, out_file=tmp_path / "r.jsonl", batch_size=2)
+    eq((again["answered_now"], [r["prediction"] for r in again["records"]]),
+       (2, [r["prediction"] for r in first["records"]]))
+    tiny_qwen3(tmp_path / "m", seed=4)  # retrained into the same folder
+    eq(evaluate_choices(model, bench, out_file=tmp_path / "r.jsonl", batch_size=2)["answered_now"], 6)
