@@ -10,7 +10,7 @@ __all__ = ['DEFAULT_CHECKPOINT', 'SAMPLING', 'MAX_CACHED_PREDICTORS', 'checkpoin
 
 # %% ../nbs/04_inference.ipynb #288d9e6c
 import argparse, hashlib, json, logging, os, sys, threading, time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from functools import wraps
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from fastcore.docments import docments
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 from transformers.utils import logging as hf_logging
 
-from .data import DEFAULT_SYSTEM_PROMPT, load_rows, read_jsonl, write_jsonl
+from .data import DEFAULT_SYSTEM_PROMPT, DataError, check_rows, load_rows, read_jsonl, write_jsonl
 from .model import IM_END_ID, TINY, load_model_and_tokenizer
 
 # %% ../nbs/04_inference.ipynb #a66aa676
@@ -339,6 +339,42 @@ def bleu4(hypotheses:list, # generated answers
     "Corpus BLEU-4 with sacrebleu's Chinese tokenizer (`tokenize='zh'`)."
     return sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize="zh").score
 
+# %% ../nbs/04_inference.ipynb #rs000001
+def _question_key(row:dict)->str:
+    "What identifies a row's question in an output file: its `messages`, `question` or `input`, as JSON."
+    k = next((k for k in ("messages", "question", "input") if k in row), None)
+    return json.dumps(row.get(k), ensure_ascii=False, sort_keys=True)
+
+def _done_rows(path, # an output JSONL file; missing: nothing done
+               keep=None, # predicate on a row: only matching rows count as done
+              )->list: # the complete rows (a last line cut by an interruption is ignored)
+    "Rows already written to an output file by an earlier run."
+    if path is None or not Path(path).is_file(): return []
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try: r = json.loads(line)
+        except ValueError: continue
+        if isinstance(r, dict) and (keep is None or keep(r)): rows.append(r)
+    return rows
+
+def _match_done(rows:list, done:list)->tuple:
+    "(indices of `rows` still to answer, {index: done row}); matched by question, duplicates counted."
+    pool = {}
+    for d in done: pool.setdefault(_question_key(d), []).append(d)
+    todo, matched = [], {}
+    for i, r in enumerate(rows):
+        if pool.get(k := _question_key(r)): matched[i] = pool[k].pop(0)
+        else: todo.append(i)
+    return todo, matched
+
+def _append_to(path)->"TextIO":
+    "Open `path` for appending whole lines (a cut last line from an interrupted run is removed first)."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file() and (data := path.read_bytes()) and not data.endswith(b"\n"):
+        path.write_bytes(data[:data.rfind(b"\n") + 1])
+    return open(path, "a", encoding="utf-8", newline="\n")
+
 # %% ../nbs/04_inference.ipynb #ac1014c5
 def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
              val_file="val.jsonl", # JSONL with `question` and `answer` (read by `medsft.data.load_rows`)
@@ -350,34 +386,53 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
              system:str=DEFAULT_SYSTEM_PROMPT, # system prompt, as in training
              do_sample:bool=True, # False: greedy decoding
              seed:int=42, # sampling seed
+             skip_bad_rows:bool=False, # leave out rows without a text question and answer (listed) instead of raising
              device=None, dtype=None, base=None, # as for `Predictor`
              **kwargs, # more generation settings (`temperature`, `top_p`, `top_k`, `repetition_penalty`)
             )->dict: # the summary, also written to `out_dir/summary.json`
     "Answer the questions of `val_file`, score answers only (BLEU-4, ROUGE-L) and write predictions and a summary."
     rows = load_rows(val_file)[:n]
-    if not rows: raise ValueError(f"{val_file}: no rows to evaluate")
+    lines = read_jsonl(val_file, with_lines=True)[1][:n] if str(val_file).endswith(".jsonl") else None
+    rows, report = check_rows(rows, ("question", "answer"), where=str(val_file),
+                              lines=lines if lines and len(lines) == len(rows) else None, skip=skip_bad_rows)
+    if not rows: raise DataError(f"{val_file}: no rows to evaluate")
     pred = get_predictor(checkpoint, device, dtype, base)
-    t0 = time.perf_counter()
-    records = pred.generate([r["question"] for r in rows], max_new_tokens=max_new_tokens, enable_thinking=enable_thinking,
-                            system=system, do_sample=do_sample, seed=seed, batch_size=batch_size, **kwargs)
+    out_dir = Path(out_dir) if out_dir is not None else Path("eval") / (Path(pred.checkpoint).name or "model")
+    settings = dict(max_new_tokens=max_new_tokens, enable_thinking=enable_thinking, system=system,
+                    do_sample=do_sample, seed=seed, **kwargs)
+    run = hashlib.sha256(repr((pred.state, sorted(settings.items()))).encode()).hexdigest()[:12]
+    path = out_dir / "predictions.jsonl"
+    done = _done_rows(path)
+    if any(d.get("run") != run for d in done): path.unlink(); done = []  # another model or other settings
+    todo, matched = _match_done(rows, done)
+    t0, tokens, step = time.perf_counter(), 0, 4 * batch_size
+    with _append_to(path) as f:
+        for start in range(0, len(todo), step):
+            idx = todo[start:start + step]
+            recs = pred.generate([rows[i]["question"] for i in idx], batch_size=batch_size, **settings)
+            for i, rec in zip(idx, recs):
+                hyp = rec["answer"] if rec["finished"] else ""  # unfinished: scored as an empty answer
+                matched[i] = dict(question=rows[i]["question"], gold_answer=rows[i]["answer"], **rec,
+                                  rouge_l=round(100 * rouge_l(hyp, rows[i]["answer"]), 2), run=run)
+                f.write(_dumps(matched[i]) + "\n")
+                tokens += rec["new_tokens"]
+            f.flush()
     seconds = time.perf_counter() - t0
-    hyps = [r["answer"] if r["finished"] else "" for r in records]  # unfinished: scored as an empty answer
-    refs = [r["answer"] for r in rows]
-    rouges = [rouge_l(h, g) for h, g in zip(hyps, refs)]
-    tokens = sum(r["new_tokens"] for r in records)
+    records = [matched[i] for i in range(len(rows))]
+    hyps = [r["answer"] if r["finished"] else "" for r in records]
     summary = dict(checkpoint=pred.checkpoint, val_file=str(val_file), n=len(rows),
-                   bleu4=round(bleu4(hyps, refs), 2), rouge_l=round(100 * sum(rouges) / len(rows), 2),
+                   bleu4=round(bleu4(hyps, [r["answer"] for r in rows]), 2),
+                   rouge_l=round(sum(r["rouge_l"] for r in records) / len(rows), 2),
                    finished=round(sum(r["finished"] for r in records) / len(rows), 4),
                    with_think=round(sum(bool(r["think"]) for r in records) / len(rows), 4),
-                   mean_new_tokens=round(tokens / len(rows), 1), tokens_per_second=round(tokens / seconds, 1),
+                   mean_new_tokens=round(sum(r["new_tokens"] for r in records) / len(rows), 1),
+                   answered_now=len(todo), tokens_per_second=round(tokens / seconds, 1) if todo else None,
                    seconds=round(seconds, 1), max_new_tokens=max_new_tokens, batch_size=batch_size,
                    enable_thinking=enable_thinking, do_sample=do_sample, seed=seed,
                    **{k: v for k, v in kwargs.items() if isinstance(v, (int, float, str))},
+                   skipped={f"{val_file}:{lines[i]}" if lines and len(lines) == report.n_in else f"row {i + 1}": why
+                            for i, why in report.dropped.items()},
                    device=str(pred.model.device), dtype=str(pred.model.dtype).replace("torch.", ""))
-    out_dir = Path(out_dir) if out_dir is not None else Path("eval") / (Path(pred.checkpoint).name or "model")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_jsonl([dict(question=row["question"], gold_answer=row["answer"], **rec, rouge_l=round(100 * rl, 2))
-                 for row, rec, rl in zip(rows, records, rouges)], out_dir / "predictions.jsonl")
     (out_dir / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return summary
 
@@ -465,18 +520,31 @@ def cli_command(short:dict=None)->callable: # a decorator
 # %% ../nbs/04_inference.ipynb #7f49289e
 def _dumps(obj, **kwargs)->str: return json.dumps(obj, ensure_ascii=False, **kwargs)  # the CLIs' `json` flag hides the module
 
-def _question_of(row:dict, where:str):
-    "The question (`question`, `input` or `messages`) of a JSONL row, or a ValueError naming `where`."
-    for k in ("messages", "question", "input"):
-        if k in row: return row[k]
-    raise ValueError(f"{where}: no 'question' (or 'messages') field")
+def _file_questions(file, system:str, skip:bool)->tuple:
+    "(rows, questions) of a JSONL file of questions, checked before any model loads; bad rows raise or are skipped."
+    rows, lines = read_jsonl(file, with_lines=True)
+    field = lambda r: next((k for k in ("messages", "question", "input") if k in r), "question")
+    proxies = [dict(question="messages" if field(r) == "messages" else r.get(field(r))) for r in rows]
+    _, report = check_rows(proxies, ("question",), where=str(file), lines=lines, skip=skip)
+    keep, dropped = [], {lines[i]: why for i, why in report.dropped.items()}
+    for i in report.kept:
+        try: chat_messages(rows[i][field(rows[i])], system); keep.append(i)
+        except ValueError as e:
+            if not skip: raise DataError(f"{file}:{lines[i]}: {e}") from None
+            dropped[lines[i]] = str(e)
+    if dropped:
+        print(f"note: skipped {len(dropped)} of {len(rows)} rows without a usable question: "
+              + "; ".join(f"{file}:{n}: {why}" for n, why in sorted(dropped.items())), file=sys.stderr)
+    if not keep: raise DataError(f"{file}: no rows with a question to answer")
+    return [rows[i] for i in keep], [rows[i][field(rows[i])] for i in keep]
 
 @cli_command(short=dict(input="-i", checkpoint="-c", max_new_tokens="-m", file="-f", output="-o"))
 def medsft_predict(input:str=None, # the question to answer
                    checkpoint:str=DEFAULT_CHECKPOINT, # model folder, checkpoint-N, adapter folder, merged model, or tiny-qwen3
                    max_new_tokens:int=256, # new tokens at most (think + answer); thinking needs ~1024
                    file:str=None, # JSONL of questions (`question`, `input` or `messages` per row) instead of -i
-                   output:str=None, # with --file: write the results here instead of stdout (input fields + results; an input `answer` becomes `gold_answer`)
+                   output:str=None, # with --file: write the results here instead of stdout (input fields + results; an input `answer` becomes `gold_answer`); a rerun continues it
+                   skip_bad_rows:bool=False, # with --file: skip rows without a usable question (listed on stderr) instead of stopping
                    no_think:bool=False, # answer without a think block
                    stream:bool=False, # print the text as it is generated (one question)
                    system:str=DEFAULT_SYSTEM_PROMPT, # system prompt ("" for none)
@@ -498,11 +566,10 @@ def medsft_predict(input:str=None, # the question to answer
     if input is not None: chat_messages(input)  # an empty question fails before the model loads
     rows = None
     if file is not None:
-        rows = read_jsonl(file)
-        questions = [_question_of(r, f"{file} row {i + 1}") for i, r in enumerate(rows)]
-        for i, q in enumerate(questions):
-            try: chat_messages(q, system)
-            except ValueError as e: raise ValueError(f"{file} row {i + 1}: {e}") from None
+        rows, questions = _file_questions(file, system, skip_bad_rows)
+        todo, matched = _match_done(rows, _done_rows(output)) if output else (list(range(len(rows))), {})
+        if matched: print(f"note: {output} already answers {len(matched)} of {len(rows)} rows; continuing", file=sys.stderr)
+        if not todo: return
     settings = dict(max_new_tokens=max_new_tokens, enable_thinking=not no_think, system=system or None,
                     do_sample=not greedy, temperature=temperature, top_p=top_p, top_k=top_k,
                     repetition_penalty=repetition_penalty, seed=seed)
@@ -516,12 +583,17 @@ def medsft_predict(input:str=None, # the question to answer
         print()
         record = dict(stopped=pred.last_stream["stopped"])
     elif rows is not None:
-        records = pred.generate(questions, batch_size=batch_size, **settings)
-        out = [_dumps({**{f"gold_{k}" if k in rec else k: v for k, v in r.items()}, **rec}) for r, rec in zip(rows, records)]
-        if output: Path(output).write_text("".join(line + "\n" for line in out), encoding="utf-8")
-        else: print("\n".join(out))
-        unfinished = sum(not rec["finished"] for rec in records)
-        if unfinished: print(f"note: {unfinished} of {len(records)} outputs unfinished (raise -m)", file=sys.stderr)
+        out, unfinished = _append_to(output) if output else sys.stdout, 0
+        try:
+            for start in range(0, len(todo), 4 * batch_size):  # written and flushed every 4 batches
+                idx = todo[start:start + 4 * batch_size]
+                for i, rec in zip(idx, pred.generate([questions[i] for i in idx], batch_size=batch_size, **settings)):
+                    out.write(_dumps({**{f"gold_{k}" if k in rec else k: v for k, v in rows[i].items()}, **rec}) + "\n")
+                    unfinished += not rec["finished"]
+                out.flush()
+        finally:
+            if output: out.close()
+        if unfinished: print(f"note: {unfinished} of {len(todo)} outputs unfinished (raise -m)", file=sys.stderr)
         return
     else:
         record = pred.generate([input], **settings)[0]
@@ -551,6 +623,7 @@ def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, mer
                 no_think:bool=False, # answer without a think block
                 greedy:bool=False, # greedy decoding instead of sampling
                 seed:int=42, # sampling seed
+                skip_bad_rows:bool=False, # leave out rows without a text question and answer (listed in the summary) instead of stopping
                 benchmark:str=None, # multiple-choice benchmark instead of --val-file: cmmlu-medical, a folder with test/*.csv, or a CSV/JSONL file
                 data_dir:str=None, # --benchmark: its folder (default: shared/data/cmmlu_medical above the working folder)
                 limit:int=None, # --benchmark: the first N questions of each subject
@@ -572,6 +645,9 @@ def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, mer
         return
     if len(checkpoints) > 1: raise ValueError("several -c are for --benchmark; a --val-file run takes one checkpoint")
     summary = evaluate(checkpoints[0], val_file, n=n, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       out_dir=out_dir, enable_thinking=not no_think, do_sample=not greedy, seed=seed, device=device,
-                       dtype=dtype, base=base)
+                       out_dir=out_dir, enable_thinking=not no_think, do_sample=not greedy, seed=seed,
+                       skip_bad_rows=skip_bad_rows, device=device, dtype=dtype, base=base)
+    if summary["skipped"]:
+        print(f"note: skipped {len(summary['skipped'])} bad rows: "
+              + "; ".join(f"{k}: {v}" for k, v in summary["skipped"].items()), file=sys.stderr)
     print(_dumps(summary, indent=2) if json else format_summary(summary))

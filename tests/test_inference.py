@@ -1,13 +1,14 @@
 "Round trips of `predict`, `medsft_predict` and `medsft_eval` (medsft.inference) on tiny model folders."
 import json, os, subprocess, sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from fastcore.test import test_eq as eq
 
 import medsft.inference as inference
 from medsft.data import read_jsonl, write_jsonl
-from medsft.inference import clear_predictors, medsft_eval, medsft_predict, predict
+from medsft.inference import clear_predictors, evaluate, get_predictor, medsft_eval, medsft_predict, predict
 from medsft.model import TINY, load_tokenizer, save_model_folder, tiny_qwen3
 
 BIN = Path(sys.executable).parent
@@ -178,7 +179,7 @@ def test_cli_in_process(tmp_path, monkeypatch, capsys):
     write_jsonl([dict(question=QUESTION), dict(text="no question here")], tmp_path / "bad.jsonl")
     code, err = _cli_error(monkeypatch, capsys, "--file", tmp_path / "bad.jsonl", "-c", TINY)
     eq(code, 2)
-    assert "bad.jsonl row 2" in err and "question" in err, err
+    assert "bad.jsonl:2" in err and "question" in err, err
     code, err = _cli_error(monkeypatch, capsys, "-i", QUESTION, "-c", TINY, "--stream", "--json")
     eq(code, 2)
 
@@ -207,3 +208,111 @@ def test_medsft_eval_on_val_slice(shared, tmp_path):
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     eq((summary["n"], summary["max_new_tokens"], summary["finished"], summary["bleu4"]), (3, 8, 0.0, 0.0))
     eq(summary["mean_new_tokens"], 8.0)
+
+
+# Issue 11 §1: rows are validated before the model loads; long jobs lose nothing.
+EVAL_ROWS = [dict(question="头痛怎么办？", think="", answer=None), dict(question="发烧怎么办？", think="", answer=38.5),
+             dict(question="咳嗽怎么办？", think="", answer="多喝水")]
+PREDICT_ROWS = [dict(question=123), dict(question=None), dict(question="咳嗽")]
+
+
+def test_bad_rows_fail_before_the_model_loads(tmp_path):
+    "The issue's two files: exit 2, one line naming file, line and field; a missing checkpoint is never reached."
+    f = write_jsonl(EVAL_ROWS, tmp_path / "f.jsonl")
+    q = write_jsonl(PREDICT_ROWS, tmp_path / "q.jsonl")
+    gone = tmp_path / "no-such-model"  # loading it would fail with "no such folder": validation comes first
+    (rc1, _, e1), (rc2, _, e2) = run_all([[BIN / "medsft_eval", "-c", gone, "--val-file", f],
+                                          [BIN / "medsft_predict", "-f", q, "-c", gone]])
+    for rc, err, needles in [(rc1, e1, ["f.jsonl:1", "'answer'", "NoneType"]),
+                             (rc2, e2, ["q.jsonl:1", "'question'", "int"])]:
+        one_line_error(SimpleNamespace(returncode=rc, stderr=err), *needles)
+
+
+def test_skip_bad_rows_answers_the_good_ones(tmp_path):
+    "--skip-bad-rows: the good row is answered, the bad ones are listed with their lines."
+    f = write_jsonl(EVAL_ROWS, tmp_path / "f.jsonl")
+    q = write_jsonl(PREDICT_ROWS, tmp_path / "q.jsonl")
+    (rc1, o1, e1), (rc2, o2, e2) = run_all(
+        [[BIN / "medsft_eval", "-c", TINY, "--val-file", f, "--skip-bad-rows", "-m", 4, "--json", "-o", tmp_path / "ev"],
+         [BIN / "medsft_predict", "-f", q, "-c", TINY, "--skip-bad-rows", "-m", 4, "--greedy"]])
+    eq((rc1, rc2), (0, 0))
+    summary = json.loads(o1.decode("utf-8"))
+    eq((summary["n"], sorted(summary["skipped"])), (1, [f"{f}:1", f"{f}:2"]))
+    eq([r["question"] for r in read_jsonl(tmp_path / "ev" / "predictions.jsonl")], ["咳嗽怎么办？"])
+    assert "f.jsonl:1" in e1.decode("utf-8") and "f.jsonl:2" in e1.decode("utf-8")
+    eq([json.loads(l)["question"] for l in o2.decode("utf-8").splitlines()], ["咳嗽"])
+    err = e2.decode("utf-8")
+    assert "skipped 2 of 3 rows" in err and "q.jsonl:1" in err and "q.jsonl:2" in err, err
+
+
+def _count_generated(monkeypatch):
+    "Record how many questions each `Predictor.generate` call gets."
+    calls, real = [], inference.Predictor.generate
+    def counting(self, questions, *a, **k):
+        calls.append(len(questions))
+        return real(self, questions, *a, **k)
+    monkeypatch.setattr(inference.Predictor, "generate", counting)
+    return calls
+
+
+def test_predict_file_resumes(tmp_path, monkeypatch, capsys):
+    "Interrupted after 2 of 5 rows (one line cut mid-write): the rerun answers the other 3, output = uninterrupted run."
+    qs = [QUESTION, "头痛怎么办？", "咳嗽", "头痛怎么办？", "发烧"]  # a repeated question counts twice
+    src = write_jsonl([dict(id=i, question=q) for i, q in enumerate(qs)], tmp_path / "in.jsonl")
+    def cli(out):
+        monkeypatch.setattr(sys, "argv", ["medsft_predict", "-f", str(src), "-o", str(out), "-c", TINY, "-m", "4",
+                                          "--greedy", "--batch-size", "1"])
+        medsft_predict()
+    cli(tmp_path / "all.jsonl")
+    full = (tmp_path / "all.jsonl").read_text(encoding="utf-8").splitlines()
+    eq(len(full), 5)
+    part = tmp_path / "part.jsonl"
+    part.write_text("\n".join(full[:2]) + "\n" + full[2][:15], encoding="utf-8")  # killed while writing row 3
+    calls = _count_generated(monkeypatch)
+    capsys.readouterr()
+    cli(part)
+    eq(sum(calls), 3)
+    assert "already answers 2 of 5 rows" in capsys.readouterr().err
+    eq(sorted(read_jsonl(part), key=lambda r: r["id"]), read_jsonl(tmp_path / "all.jsonl"))
+    calls.clear()
+    cli(part)  # everything done: nothing generated, nothing added
+    eq((sum(calls), len(read_jsonl(part))), (0, 5))
+
+
+def test_evaluate_resumes_and_restarts_for_another_model(tmp_path, monkeypatch):
+    "evaluate: a rerun scores only missing rows; the same folder retrained (or other settings) starts afresh."
+    val = write_jsonl([dict(question=f"问题{i}", think="", answer="多喝水") for i in range(4)], tmp_path / "val.jsonl")
+    model = tiny_qwen3(tmp_path / "m", seed=5)
+    kw = dict(max_new_tokens=3, do_sample=False, batch_size=1, out_dir=tmp_path / "ev")
+    first = evaluate(model, val, **kw)
+    preds = tmp_path / "ev" / "predictions.jsonl"
+    lines = preds.read_text(encoding="utf-8").splitlines()
+    preds.write_text("\n".join(lines[:1]) + "\n", encoding="utf-8")
+    calls = _count_generated(monkeypatch)
+    again = evaluate(model, val, **kw)
+    eq((sum(calls), again["answered_now"], len(read_jsonl(preds))), (3, 3, 4))
+    drop = ("answered_now", "tokens_per_second", "seconds")
+    eq({k: v for k, v in again.items() if k not in drop}, {k: v for k, v in first.items() if k not in drop})
+    eq(evaluate(model, val, **{**kw, "max_new_tokens": 2})["answered_now"], 4)  # other settings
+    tiny_qwen3(tmp_path / "m", seed=6)  # retrained into the same folder
+    eq(evaluate(model, val, **{**kw, "max_new_tokens": 2})["answered_now"], 4)
+    eq(len(read_jsonl(preds)), 4)
+
+
+# Issue 11 §2: no stale model.
+def test_predict_after_retraining_into_the_same_folder(tmp_path):
+    "predict, retrain into the folder (overwrite=True), predict: the second answer comes from the new weights."
+    from medsft.train_full import train_full
+    kw = dict(model=TINY, train_file="sample", val_file="", output_dir=tmp_path / "run", num_predict=0, max_length=256,
+              per_device_train_batch_size=2, gradient_accumulation_steps=1, gradient_checkpointing=False,
+              eval_steps=2, save_steps=2, learning_rate=5e-3)
+    d = train_full(max_steps=1, **kw)
+    clear_predictors()
+    before = predict(QUESTION, checkpoint=d, max_new_tokens=8, do_sample=False)
+    d2 = train_full(max_steps=3, overwrite=True, **kw)
+    eq(d2, d)
+    after = predict(QUESTION, checkpoint=d, max_new_tokens=8, do_sample=False)
+    fresh = inference.Predictor(d).generate([QUESTION], max_new_tokens=8, do_sample=False)[0]["text"]
+    eq(after, fresh)  # what a new process would answer
+    assert get_predictor(d).state == inference.checkpoint_state(d)
+    if after == before: print("note: 1 and 3 steps gave the same greedy text; the state check above still holds")
