@@ -20,7 +20,8 @@ from fastcore.docments import docments
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 from transformers.utils import logging as hf_logging
 
-from .data import DEFAULT_SYSTEM_PROMPT, DataError, check_rows, load_rows, read_jsonl, write_jsonl
+from .data import (DEFAULT_SYSTEM_PROMPT, DataError, check_rows, load_rows, parse_assistant, read_jsonl,
+                         write_jsonl)
 from .model import IM_END_ID, TINY, load_model_and_tokenizer
 
 # %% ../nbs/04_inference.ipynb #a66aa676
@@ -63,15 +64,11 @@ def chat_messages(question_or_messages, # a question (str), or a `messages` list
 # %% ../nbs/04_inference.ipynb #9cc2e667
 def parse_response(text:str, # new text only; decoded with or without special tokens
                    stopped:bool=None, # did generation end on the terminator? `None`: unknown, judge by `</think>` only
-                  )->dict: # `think` (str), `answer` (str; `""` while the think block is open), `finished` (bool)
-    "Split generated `text` into `think` and `answer`; `finished` is False when `</think>` or the terminator is missing."
+                  )->dict: # `think`, `answer` (`""` while the think is open), `closed` (think closed), `finished`
+    "Split generated `text` with `parse_assistant`; `finished`: the think closed and the terminator came."
     if "<|im_end|>" in text: text, stopped = text.split("<|im_end|>", 1)[0], True
-    if "</think>" in text:
-        think, answer = text.split("</think>", 1)
-        think, answer, closed = think.split("<think>")[-1].strip(), answer.strip(), True
-    elif "<think>" in text: think, answer, closed = text.split("<think>", 1)[1].strip(), "", False
-    else: think, answer, closed = "", text.strip(), True
-    return dict(think=think, answer=answer, finished=closed and stopped is not False)
+    parts = parse_assistant(text)
+    return dict(parts, finished=parts["closed"] and stopped is not False)
 
 # %% ../nbs/04_inference.ipynb #9583d4fb
 class Predictor:
@@ -229,34 +226,25 @@ def stream(self:Predictor,
     if errors: raise errors[0]
 
 # %% ../nbs/04_inference.ipynb #1647f73a
-def _tag_prefix(text:str, tag:str)->int:
-    "Length of the longest end of `text` that is a proper start of `tag`."
-    return next((k for k in range(min(len(tag) - 1, len(text)), 0, -1) if text.endswith(tag[:k])), 0)
+def _tag_prefix(text:str, tags=("<think>", "</think>", "<|im_end|>"))->int:
+    "Length of the longest end of `text` that is a proper start of one of `tags`."
+    return max(next((k for k in range(min(len(t) - 1, len(text)), 0, -1) if text.endswith(t[:k])), 0) for t in tags)
 
 def stream_parts(pieces, # text pieces, e.g. from `Predictor.stream`
-                ): # a generator of `("think" | "answer", text)` pairs
-    "Label streamed text pieces as think or answer, dropping the `<think>`/`</think>` tags."
-    part, buf, lead = None, "", True  # lead: at the start of a part, where whitespace is dropped
+                ): # a generator of `("think" | "answer", text)` pairs; `(part, None)`: forget that part's text so far
+    "Label streamed text pieces as think or answer with `parse_response`'s rule, dropping the tags."
+    buf, shown = "", dict(think="", answer="")
+    def update(text):
+        now = parse_response(text)
+        for part in ("think", "answer"):
+            if now[part] == shown[part]: continue
+            if not now[part].startswith(shown[part]): yield part, None; shown[part] = ""
+            yield part, now[part][len(shown[part]):]
+            shown[part] = now[part]
     for piece in pieces:
         buf += piece
-        if part is None:  # a think block only if the text opens with <think>
-            head = buf.lstrip()
-            if not head or "<think>".startswith(head): continue
-            part, buf = ("think", head[len("<think>"):]) if head.startswith("<think>") else ("answer", head)
-        while buf:
-            if lead:
-                buf, lead = buf.lstrip(), False
-                if not buf: lead = True; break
-            if part == "think" and "</think>" in buf:
-                think, buf = buf.split("</think>", 1)
-                if think: yield "think", think
-                part, lead = "answer", True
-                continue
-            keep = _tag_prefix(buf, "</think>") if part == "think" else 0  # may be the start of </think>
-            if len(buf) > keep: yield part, buf[:len(buf) - keep]
-            buf = buf[len(buf) - keep:]
-            break
-    if buf.strip(): yield part or "answer", buf
+        yield from update(buf[:len(buf) - _tag_prefix(buf)])
+    yield from update(buf)
 
 # %% ../nbs/04_inference.ipynb #db43523a
 _PREDICTORS = OrderedDict()
@@ -465,8 +453,10 @@ class ChatBox:
         try:
             for part, piece in stream_parts(tee()):
                 box = self.think if part == "think" else self.answer
-                box.value += piece
-        except ValueError as e: self.status.value = str(e); return dict(think="", answer="", finished=False)
+                box.value = "" if piece is None else box.value + piece
+        except ValueError as e:
+            self.status.value = str(e)
+            return dict(think="", answer="", closed=False, finished=False)
         finally: self.button.disabled = False
         st = self.predictor.last_stream
         self.status.value = f"{st['new_tokens']} new tokens, " + ("stopped on the terminator" if st["stopped"] else "cut by max_new_tokens")
