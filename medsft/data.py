@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 from fastcore.basics import patch
-from fastcore.script import call_parse, store_true
 from urllib.parse import urlparse
+from .cli import command
 
 # %% auto #0
 __all__ = ['DEFAULT_SYSTEM_PROMPT', 'DEFAULT_DATASET', 'DEFAULT_POLICIES', 'DataError', 'TooLongError', 'render_assistant',
@@ -257,14 +257,35 @@ def modelscope_unreachable(timeout:float=10.0, # seconds for DNS + TCP connect
     th = threading.Thread(target=go, daemon=True); th.start(); th.join(timeout + 1)
     return res[0]
 
+def _write_cache(rows:list, path:Path):
+    "Write rows to `path` atomically (temporary file, then rename), then a `.meta.json` with their count and hash."
+    tmp = write_jsonl(rows, path.with_name(path.name + f".tmp{os.getpid()}"))
+    meta = {"rows": len(rows), "sha256": hashlib.sha256(tmp.read_bytes()).hexdigest()}
+    os.replace(tmp, path)
+    mtmp = path.with_name(path.name + f".meta.tmp{os.getpid()}")
+    mtmp.write_text(json.dumps(meta), encoding="utf-8")
+    os.replace(mtmp, path.with_name(path.name + ".meta.json"))
+
+def _cache_problem(path:Path)->str|None:
+    "Why the cached rows at `path` cannot be trusted (no or mismatching `.meta.json`), or None."
+    meta = path.with_name(path.name + ".meta.json")
+    if not meta.exists(): return "no .meta.json: the download was interrupted"
+    try: want = json.loads(meta.read_text(encoding="utf-8"))
+    except ValueError: return "unreadable .meta.json"
+    if hashlib.sha256(path.read_bytes()).hexdigest() != want.get("sha256"): return "checksum differs from .meta.json"
+    return None
+
 def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
                     subset_name:str="default", # ModelScope subset, as in the reference
                     split:str="train", # ModelScope split, as in the reference
                     timeout:float=10.0, # seconds for the reachability probe
+                    refresh:bool=False, # download again even when a good cached copy exists
                    )->list[dict]: # raw rows, original keys
     "Raw rows of a ModelScope data set, cached under `$MEDSFT_CACHE`; `DataError` quickly when offline."
     cache = cache_dir()/"datasets"/dataset_id.replace("/", "__")/f"{subset_name}-{split}.jsonl"
-    if cache.exists(): return read_jsonl(cache)
+    if cache.exists() and not refresh:
+        if (why := _cache_problem(cache)) is None: return read_jsonl(cache)
+        warnings.warn(f"{cache}: damaged cache ({why}); downloading it again")
     hint = ("download it elsewhere and pass --source PATH (a .jsonl/.json/.csv/.parquet file or folder), "
             "or --source sample for the built-in sample")
     if err := modelscope_unreachable(timeout):
@@ -274,7 +295,7 @@ def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
         ds = MsDataset.load(dataset_id, subset_name=subset_name, split=split)
         rows = [dict(r) for r in (ds.to_hf_dataset() if hasattr(ds, "to_hf_dataset") else ds)]
     except Exception as e: raise DataError(f"cannot download ModelScope dataset {dataset_id!r} ({e}); {hint}") from None
-    write_jsonl(rows, cache)
+    _write_cache(rows, cache)
     return rows
 
 # %% ../nbs/00_data.ipynb #0cd235ca
@@ -292,6 +313,7 @@ def load_rows(source, # path to a file/folder, a ModelScope id, "sample", a `dat
               split:str|None=None, # split of a `DatasetDict` (default: all splits in order) or ModelScope ("train")
               report=None, # a `DataReport`; if given, receives `bad_lines` and the source name
               timeout:float=10.0, # seconds for the ModelScope reachability probe
+              refresh:bool=False, # ModelScope: download again instead of using the cached copy
              )->list[dict]: # rows with `question`, `think` ("" if none), `answer`, other keys kept
     "Load rows from any supported source and normalise them to `question`/`think`/`answer`."
     bad = report.bad_lines if report is not None else []
@@ -308,7 +330,7 @@ def load_rows(source, # path to a file/folder, a ModelScope id, "sample", a `dat
         if skip_bad_lines and bad: warnings.warn(f"skipped {len(bad)} bad lines: {bad[:3]}")
         return rows
     elif isinstance(source, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", source) and Path(source).suffix not in _SUFFIXES:
-        raw = load_modelscope(source, split=split or "train", timeout=timeout)
+        raw = load_modelscope(source, split=split or "train", timeout=timeout, refresh=refresh)
     else: raise FileNotFoundError(f"{source}: no such file or folder (and not a ModelScope id or 'sample')")
     return _normalize(raw, columns, where)
 
@@ -501,10 +523,11 @@ def load_split(source, # anything `load_rows` reads
                tokenizer=None, # for the `too_long` check, see `validate_rows`
                max_length:int=2048, # tokens, for the `too_long` check
                system:str|None=DEFAULT_SYSTEM_PROMPT, # system prompt, for the length check
+               refresh:bool=False, # ModelScope: download again instead of using the cached copy
               )->tuple[list, list, DataReport]: # (train rows, val rows, report with `split` positions)
     "Load and validate `source`, then split it by input position, the same way for every caller."
     rep = DataReport()
-    rows = load_rows(source, columns, encoding, skip_bad_lines, report=rep)
+    rows = load_rows(source, columns, encoding, skip_bad_lines, report=rep, refresh=refresh)
     kept, rep = validate_rows(rows, tokenizer, max_length, policies, system, report=rep)
     by_idx = dict(zip(rep.kept, kept))
     rep.split = {k: [i for i in idx if i in by_idx] for k, idx in zip(("train", "val"), split_indices(len(rows), val_frac, seed))}
@@ -707,13 +730,14 @@ def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", l
                  tokenizer=None, # if given, over-length rows are reported and length statistics added
                  max_length:int=2048, # tokens, for the over-length check
                  system:str=DEFAULT_SYSTEM_PROMPT, # system prompt of the format/messages files
+                 refresh:bool=False, # ModelScope: download again instead of using the cached copy
                 )->DataReport: # the report; `extra` holds the counts and the file paths
     "Load, validate, split and write train/val files in raw, reference-format and chat-messages form."
     out = Path(out_dir)
     if isinstance(source, (str, Path)) and Path(source).is_dir() and Path(source).resolve() == out.resolve():
         raise DataError(f"out_dir {out} is the source folder: a second run would read its own output files")
     train, val, rep = load_split(source, val_frac, seed, columns, encoding, skip_bad_lines, policies, tokenizer,
-                                 max_length, system)
+                                 max_length, system, refresh)
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise DataError(f"cannot create out_dir {out}: {e.strerror or e}") from None
     files = {}
@@ -740,7 +764,7 @@ def _parse_kv(s:str|None, what:str)->dict|None:
     return {k.strip(): v.strip() for k, v in pairs}
 
 # %% ../nbs/00_data.ipynb #0f9bdd7d
-@call_parse
+@command()
 def medsft_data(source:str=DEFAULT_DATASET, # file or folder (.jsonl/.json/.csv/.parquet), ModelScope id, or `sample`
                 out_dir:str=".", # folder for train/val files, formats, split index and report.json
                 val_frac:float=0.1, # validation share (reference: 0.1, i.e. first int(0.9*n) shuffled rows train)
@@ -748,22 +772,19 @@ def medsft_data(source:str=DEFAULT_DATASET, # file or folder (.jsonl/.json/.csv/
                 encoding:str="utf-8", # text encoding of local files, e.g. gb18030
                 columns:str=None, # column mapping, e.g. question=Question,think=Complex_CoT,answer=Response
                 policies:str=None, # per-problem policy, e.g. duplicate=drop,literal_newline=fix (drop/keep/fail)
-                skip_bad_lines:store_true=False, # skip JSONL lines that do not parse (counted in the report)
+                skip_bad_lines:bool=False, # skip JSONL lines that do not parse (counted in the report)
                 max_length:int=2048, # tokens, for the over-length check (needs --tokenizer)
                 tokenizer:str=None, # tokenizer folder for the over-length check and length statistics
+                refresh:bool=False, # download the ModelScope data set again instead of using the cached copy
                ):
     "Load, validate and split the medical SFT data; write train/val files like the reference's data.py."
-    try:
-        tk = None
-        if tokenizer:
-            from transformers import AutoTokenizer
-            try: tk = AutoTokenizer.from_pretrained(tokenizer)
-            except Exception as e: raise DataError(f"cannot load tokenizer {tokenizer!r}: {e}") from None
-        rep = prepare_data(source, out_dir, val_frac, seed, _parse_kv(columns, "columns"), encoding, skip_bad_lines,
-                           _parse_kv(policies, "policies"), tk, max_length)
-    except (DataError, FileNotFoundError, ValueError, OSError) as e:
-        print(f"medsft_data: error: {e}".replace("\n", " "), file=sys.stderr)
-        sys.exit(2)
+    tk = None
+    if tokenizer:
+        from transformers import AutoTokenizer
+        try: tk = AutoTokenizer.from_pretrained(tokenizer)
+        except Exception as e: raise DataError(f"cannot load tokenizer {tokenizer!r}: {e}") from None
+    rep = prepare_data(source, out_dir, val_frac, seed, _parse_kv(columns, "columns"), encoding, skip_bad_lines,
+                       _parse_kv(policies, "policies"), tk, max_length, refresh=refresh)
     print(f"source: {rep.source}")
     print(rep.summary())
     print(f"wrote {', '.join(Path(p).name for p in rep.files.values())} to {out_dir}")
