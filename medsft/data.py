@@ -16,10 +16,11 @@ from .cli import command
 
 # %% auto #0
 __all__ = ['DEFAULT_SYSTEM_PROMPT', 'DEFAULT_DATASET', 'DEFAULT_POLICIES', 'DataError', 'TooLongError', 'render_assistant',
-           'parse_assistant', 'shared_dir', 'read_jsonl', 'write_jsonl', 'read_file', 'normalize_rows', 'cache_dir',
-           'modelscope_unreachable', 'load_modelscope', 'sample_rows', 'load_rows', 'DataReport', 'validate_rows',
-           'check_rows', 'split_indices', 'split_rows', 'row_key', 'load_split', 'to_messages', 'format_row',
-           'tokenize_sft', 'tokenize_rows', 'token_lengths', 'length_summary', 'prepare_data', 'medsft_data']
+           'parse_assistant', 'shared_dir', 'register_shared_magic', 'read_jsonl', 'write_jsonl', 'read_file',
+           'normalize_rows', 'cache_dir', 'modelscope_unreachable', 'load_modelscope', 'sample_rows', 'load_rows',
+           'DataReport', 'validate_rows', 'check_rows', 'split_indices', 'split_rows', 'row_key', 'load_split',
+           'to_messages', 'format_row', 'tokenize_sft', 'tokenize_rows', 'token_lengths', 'length_summary',
+           'prepare_data', 'medsft_data']
 
 # %% ../nbs/00_data.ipynb #242fc524
 DEFAULT_SYSTEM_PROMPT = "你是一个医学专家，你需要根据用户的问题，给出带有思考的回答。"
@@ -64,6 +65,16 @@ def shared_dir(required:bool=False, # raise `FileNotFoundError` when missing (al
     if required or os.environ.get("CI") == "true":
         raise FileNotFoundError("no shared/ folder found above the working directory; set MEDSFT_SHARED")
     return None
+
+def register_shared_magic():
+    "Register the cell magic `%%shared`: run the cell when `shared_dir()` finds `../shared`, else skip it with a note."
+    from IPython import get_ipython
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.magic import register_cell_magic
+    def shared(line, cell):
+        if shared_dir() is None: return print("skipped: this cell needs the real data in ../shared")
+        InteractiveShell.run_cell(get_ipython(), cell).raise_error()  # errors fail the cell
+    register_cell_magic(shared)
 
 # %% ../nbs/00_data.ipynb #94c78fec
 def _decode(path, data:bytes, encoding:str="utf-8")->str:
