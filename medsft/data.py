@@ -19,8 +19,8 @@ __all__ = ['DEFAULT_SYSTEM_PROMPT', 'DEFAULT_DATASET', 'DEFAULT_POLICIES', 'Data
            'parse_assistant', 'shared_dir', 'register_shared_magic', 'read_jsonl', 'write_jsonl', 'read_file',
            'normalize_rows', 'cache_dir', 'modelscope_unreachable', 'load_modelscope', 'sample_rows', 'load_rows',
            'DataReport', 'validate_rows', 'check_rows', 'split_indices', 'split_rows', 'row_key', 'load_split',
-           'to_messages', 'format_row', 'tokenize_sft', 'tokenize_rows', 'token_lengths', 'length_summary',
-           'prepare_data', 'medsft_data']
+           'to_messages', 'format_row', 'tokenize_sft', 'label_spans', 'tokenize_rows', 'token_lengths',
+           'length_summary', 'prepare_data', 'medsft_data']
 
 # %% ../nbs/00_data.ipynb #242fc524
 DEFAULT_SYSTEM_PROMPT = "你是一个医学专家，你需要根据用户的问题，给出带有思考的回答。"
@@ -667,6 +667,20 @@ def tokenize_sft(row_or_messages, # normalised row, list of chat messages, or {"
                 )->dict: # input_ids, attention_mask, labels (lists of int, -100 on prompt tokens)
     "Tokenize one conversation with the chat template; labels supervise the last assistant turn and its `<|im_end|>`."
     return _tokenize(_parse(row_or_messages, system), tokenizer, max_length, truncation, empty_think)[0]
+
+# %% ../nbs/00_data.ipynb #b3868ef4
+def label_spans(example:dict, # `input_ids` and `labels`, as from `tokenize_sft`
+                tokenizer, # decodes the tokens
+               )->pd.DataFrame: # one row per run: `labels` ("-100" or "trained"), `tokens` (count), `text`
+    "Consecutive runs of ignored and supervised tokens of one example, decoded."
+    runs, start = [], 0
+    labels = example["labels"]
+    for i in range(1, len(labels) + 1):
+        if i == len(labels) or (labels[i] == -100) != (labels[start] == -100):
+            text = tokenizer.decode(example["input_ids"][start:i])
+            runs.append(("-100" if labels[start] == -100 else "trained", i - start, text))
+            start = i
+    return pd.DataFrame(runs, columns=["labels", "tokens", "text"])
 
 # %% ../nbs/00_data.ipynb #431860e5
 def tokenize_rows(rows:list, # normalised rows, message lists or {"messages": [...]} dicts
