@@ -328,6 +328,8 @@ def bleu4(hypotheses:list, # generated answers
     return sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize="zh").score
 
 # %% ../nbs/04_inference.ipynb #rs000001
+def _dumps(obj, **kwargs)->str: return json.dumps(obj, ensure_ascii=False, **kwargs)  # the CLIs' `json` flag hides `json`
+
 def _question_key(row:dict)->str:
     "What identifies a row's question in an output file: its `messages`, `question` or `input`, as JSON."
     k = next((k for k in ("messages", "question", "input") if k in row), None)
@@ -508,8 +510,6 @@ def cli_command(short:dict=None)->callable: # a decorator
     return deco
 
 # %% ../nbs/04_inference.ipynb #7f49289e
-def _dumps(obj, **kwargs)->str: return json.dumps(obj, ensure_ascii=False, **kwargs)  # the CLIs' `json` flag hides the module
-
 def _file_questions(file, system:str, skip:bool)->tuple:
     "(rows, questions) of a JSONL file of questions, checked before any model loads; bad rows raise or are skipped."
     rows, lines = read_jsonl(file, with_lines=True)
