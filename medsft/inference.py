@@ -10,6 +10,7 @@ __all__ = ['DEFAULT_CHECKPOINT', 'SAMPLING', 'MAX_CACHED_PREDICTORS', 'checkpoin
 
 # %% ../nbs/04_inference.ipynb #288d9e6c
 import argparse, hashlib, json, logging, os, sys, threading, time
+import json as _json
 from collections import Counter, OrderedDict
 from functools import wraps
 from pathlib import Path
@@ -616,6 +617,7 @@ def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, mer
                 skip_bad_rows:bool=False, # leave out rows without a text question and answer (listed in the summary) instead of stopping
                 benchmark:str=None, # multiple-choice benchmark instead of --val-file: cmmlu-medical, a folder with test/*.csv, or a CSV/JSONL file
                 data_dir:str=None, # --benchmark: its folder (default: shared/data/cmmlu_medical above the working folder)
+                columns:str=None, # --benchmark: JSON column mapping, e.g. {"question": "q", "options": "opts", "answer": "gold"}
                 limit:int=None, # --benchmark: the first N questions of each subject
                 shots:int=0, # --benchmark: solved dev questions before each question (k-shot)
                 mode:str="loglik", # --benchmark: loglik (letter scores, thinking off) or think (generate, read the letter after </think>)
@@ -628,7 +630,10 @@ def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, mer
     checkpoints = checkpoint or [DEFAULT_CHECKPOINT]
     if benchmark is not None:
         from medsft.multiple_choice import benchmark_report
+        try: mapping = _json.loads(columns) if columns else None
+        except ValueError as e: raise ValueError(f"--columns is not JSON: {e}") from None
         text, _ = benchmark_report(checkpoints, benchmark, out_dir=out_dir or "eval", as_json=json, data_dir=data_dir,
+                                   columns=mapping,
                                    limit=limit, shots=shots, mode=mode, batch_size=batch_size,
                                    max_new_tokens=max_new_tokens, device=device, dtype=dtype, base=base)
         print(text)

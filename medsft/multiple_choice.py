@@ -8,13 +8,13 @@ __all__ = ['CMMLU_MEDICAL', 'BENCHMARKS', 'read_choices', 'format_question', 'ch
            'evaluate_choices', 'compare_choices', 'format_choices', 'benchmark_report']
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc000imp
-import csv, json, math, re, sys, time, unicodedata
+import csv, hashlib, json, math, re, sys, time, unicodedata
 from pathlib import Path
 
 import torch
 
 from .data import DEFAULT_SYSTEM_PROMPT, DataError, read_jsonl, shared_dir, write_jsonl
-from .inference import get_predictor, parse_response
+from .inference import _append_to, get_predictor, parse_response
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc002
 CMMLU_MEDICAL = {"anatomy": "解剖学", "clinical_knowledge": "临床知识",
@@ -195,17 +195,17 @@ def summarize_choices(records:list, # per-question records (`subject`, `correct`
     return dict(subjects={s: stats(rs) for s, rs in subjects.items()}, overall=stats(records))
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc029
-def _done_records(out_file, state)->dict:
-    "Records in `out_file` made by weights in `state` (a cut last line is ignored), keyed by (subject, index)."
+def _done_records(out_file, run:str)->dict:
+    "Records in `out_file` made by the same `run` (weights and settings; a cut last line is ignored), by question."
     if out_file is None or not Path(out_file).is_file(): return {}
     done = {}
     for line in Path(out_file).read_text(encoding="utf-8").splitlines():
         try: r = json.loads(line)
         except ValueError: continue
-        if isinstance(r, dict) and r.get("state") == state: done[(r["subject"], r["index"])] = r
+        if isinstance(r, dict) and r.get("run") == run: done[(r["subject"], r["index"])] = r
     return done
 
-def _answer_chunk(pred, chunk:list, mode:str, batch_size:int, max_new_tokens:int)->list:
+def _answer_chunk(pred, chunk:list, mode:str, batch_size:int, max_new_tokens:int, run:str)->list:
     "Records for a chunk of (subject, index, row, messages) questions."
     letters = "".join(chunk[0][2]["options"])
     if mode == "loglik":
@@ -220,7 +220,7 @@ def _answer_chunk(pred, chunk:list, mode:str, batch_size:int, max_new_tokens:int
             letter, status = parse_letter(g["text"], letters)
             outs.append(dict(prediction=letter, status=status, finished=g["finished"], text=g["text"]))
     return [dict(subject=s, index=i, line=row["line"], answer=row["answer"], **o,
-                 correct=o["prediction"] == row["answer"], state=pred.state) for (s, i, row, _), o in zip(chunk, outs)]
+                 correct=o["prediction"] == row["answer"], run=run) for (s, i, row, _), o in zip(chunk, outs)]
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc030
 def evaluate_choices(checkpoint, # anything `get_predictor` accepts (folder, `checkpoint-N`, adapter, `TINY`, `Predictor`)
@@ -245,20 +245,22 @@ def evaluate_choices(checkpoint, # anything `get_predictor` accepts (folder, `ch
     items = [(s, i, row, choice_messages(row, b["name"], b["dev"][:shots], system))
              for s, b in bench.items() for i, row in enumerate(b["test"][:limit])]
     pred = get_predictor(checkpoint, device, dtype, base)
-    done = _done_records(out_file, pred.state)
+    settings = (mode, shots, system, max_new_tokens if mode == "think" else None)
+    run = hashlib.sha256(repr((pred.state, settings)).encode()).hexdigest()[:12]  # weights and settings
+    done = _done_records(out_file, run)
     todo = [it for it in items if (it[0], it[1]) not in done]
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="question", file=sys.stderr, disable=None)
     t0, step = time.perf_counter(), batch_size * (4 if mode == "loglik" else 1)
-    f = open(out_file, "a", encoding="utf-8") if out_file is not None else None
+    f = _append_to(out_file) if out_file is not None else None
     try:
         for start in range(0, len(todo), step):
             chunk = todo[start:start + step]
             for letters in dict.fromkeys("".join(c[2]["options"]) for c in chunk):
                 part = [c for c in chunk if "".join(c[2]["options"]) == letters]
-                for r in _answer_chunk(pred, part, mode, batch_size, max_new_tokens):
+                for r in _answer_chunk(pred, part, mode, batch_size, max_new_tokens, run):
                     done[(r["subject"], r["index"])] = r
                     if f: f.write(json.dumps(r, ensure_ascii=False) + "\n")
             if f: f.flush()
