@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 NBS = {'index': None, '00_data': 'data', '01_model': 'model', '02_train_full': 'train_full',
+       '02a_speed': 'speed', '02b_bench': 'bench',
        '03_train_lora': 'train_lora', '04_inference': 'inference'}
 
 @pytest.fixture(scope='module')
