@@ -94,7 +94,7 @@ def test_sft_trainer_peft(tiny, tmp_path):
 
 
 def test_linear_cross_entropy_bf16_autocast():
-    "Under bf16 autocast the chunked loss matches the plain bf16 logits + fp32 cross-entropy (measured ~1e-3 relative)."
+    "Under bf16 autocast the chunked loss matches the plain bf16 logits + fp32 cross-entropy (measured: same loss, gradients 0.5% relative)."
     torch.manual_seed(0)
     hidden = torch.randn(2, 40, 64, requires_grad=True)
     weight = (0.05 * torch.randn(1000, 64)).requires_grad_()
