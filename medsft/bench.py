@@ -218,7 +218,7 @@ def bench_one(name:str, # a key of `PATHS`
              padding_share=1 - counts["non_padding"] / counts["processed"], flops_per_s=flops / meter.seconds,
              peak_memory_mb=(torch.cuda.max_memory_allocated() if cuda else meter.peak) / 2**20,
              memory_rise_mb=None if cuda else (meter.peak - meter.rss0) / 2**20,
-             gradient_checkpointing=bool(trainer.args.gradient_checkpointing),
+             gradient_checkpointing=bool(trainer.args.gradient_checkpointing or model.is_gradient_checkpointing),
              train_loss=statistics.mean(meter.losses[-5:]), heldout_loss=heldout_loss(model, s["val"]))
     del trainer, model
     if cuda: torch.cuda.empty_cache()
