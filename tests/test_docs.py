@@ -6,7 +6,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 NBS = {'index': None, '00_data': 'data', '00a_cli': 'cli', '01_model': 'model', '02_train_full': 'train_full',
-       '03_train_lora': 'train_lora', '04_inference': 'inference'}
+       '03_train_lora': 'train_lora', '04_inference': 'inference', '04a_multiple_choice': 'multiple_choice'}
 
 @pytest.fixture(scope='module')
 def site(root):
