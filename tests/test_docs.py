@@ -5,8 +5,12 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 import pytest
 
-NBS = {'index': None, '00_data': 'data', '00a_cli': 'cli', '01_model': 'model', '02_train_full': 'train_full',
-       '03_train_lora': 'train_lora', '04_inference': 'inference', '04a_multiple_choice': 'multiple_choice'}
+def _default_exp(nb:Path):
+    "The module a notebook exports to (`#| default_exp`), or None for pages without code (index)."
+    m = re.search(r'#\|\s*default_exp\s+(\w+)', nb.read_text(encoding='utf-8'))
+    return m[1] if m else None
+
+NBS = {p.stem: _default_exp(p) for p in sorted((Path(__file__).resolve().parent.parent/'nbs').glob('[!_]*.ipynb'))}
 
 @pytest.fixture(scope='module')
 def site(root):
