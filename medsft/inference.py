@@ -11,7 +11,7 @@ __all__ = ['DEFAULT_CHECKPOINT', 'SAMPLING', 'MAX_CACHED_PREDICTORS', 'checkpoin
 # %% ../nbs/04_inference.ipynb #288d9e6c
 import argparse, hashlib, json, logging, os, sys, threading, time
 import json as _json
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from functools import wraps
 from pathlib import Path
 
@@ -21,8 +21,8 @@ from fastcore.docments import docments
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 from transformers.utils import logging as hf_logging
 
-from .data import (DEFAULT_SYSTEM_PROMPT, DataError, check_rows, load_rows, parse_assistant, read_jsonl,
-                         write_jsonl)
+from .data import (DEFAULT_SYSTEM_PROMPT, DataError, check_rows, load_rows, parse_assistant,
+                         read_jsonl)
 from .model import IM_END_ID, TINY, load_model_and_tokenizer
 
 # %% ../nbs/04_inference.ipynb #a66aa676

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .data import DEFAULT_SYSTEM_PROMPT, DataError, read_jsonl, shared_dir, write_jsonl
+from .data import DEFAULT_SYSTEM_PROMPT, DataError, read_jsonl, shared_dir
 from .inference import _append_to, get_predictor, parse_response
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc002

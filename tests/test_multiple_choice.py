@@ -90,8 +90,8 @@ def test_untrained_tiny_model_is_at_chance(cmmlu, tmp_path):
 def test_cli_side_by_side_with_a_fine_tune(shared, tmp_path):
     "tiny-qwen3 vs a short full fine-tune of it: one command, every subject, the paired test and the differences."
     from medsft.train_full import train_full
-    tuned = train_full(model=TINY, train_file="sample", val_file="", max_steps=4, output_dir=tmp_path / "tuned",
-                       num_predict=0, eval_steps=4, save_steps=4, logging_steps=2, max_length=512,
+    tuned = train_full(model=TINY, train_file="sample", val_file="", max_steps=2, output_dir=tmp_path / "tuned",
+                       num_predict=0, eval_steps=2, save_steps=2, logging_steps=1, max_length=512,
                        per_device_train_batch_size=2, gradient_accumulation_steps=1, gradient_checkpointing=False,
                        learning_rate=3e-3)
     data = shared / "data" / "cmmlu_medical"
@@ -139,10 +139,13 @@ def test_cli_user_errors(tmp_path):
              (["--benchmark", tmp_path / "q.jsonl"], ["q.jsonl:1", "no field 'answer'"]),
              (["--benchmark", "cmmlu-medical", "--data-dir", tmp_path / "none"], ["no such benchmark folder", "none"]),
              (["--benchmark", bench, "--mode", "guess"], ["mode must be"])]
-    for args, needles in cases:
-        p = run(BIN / "medsft_eval", *args, "-c", tmp_path / "no-model", "-o", tmp_path / "eval")
+    procs = [subprocess.Popen([str(a) for a in (BIN / "medsft_eval", *args, "-c", tmp_path / "no-model")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}) for args, _ in cases]  # at once: imports are slow
+    for p, (args, needles) in zip(procs, cases):
+        _, err = p.communicate(timeout=600)
         eq(p.returncode, 2)
-        lines = p.stderr.strip().splitlines()
+        lines = err.strip().splitlines()
         eq(len(lines), 1)
         for n in needles: assert n in lines[0], (n, lines[0])
     with pytest.raises(DataError, match="q.jsonl:1: no field 'answer'"): read_choices(tmp_path / "q.jsonl")
