@@ -55,7 +55,7 @@ def _convert(t)->tuple: # (type, nargs, choices)
     if typing.get_origin(t) in (typing.Union, types.UnionType):
         t = str if str in args and len(args) > 1 else args[0] if len(args) == 1 else str
         return _convert(t)
-    if typing.get_origin(t) is list: return _convert(args[0] if args else str)[0], "+", None
+    if t is list or typing.get_origin(t) is list: return _convert(args[0] if args else str)[0], "+", None
     if typing.get_origin(t) is typing.Literal: return type(args[0]), None, list(args)
     if isinstance(t, type) and issubclass(t, enum.Enum): return str, None, [e.value for e in t]
     if t is dict: return json.loads, None, None

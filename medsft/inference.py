@@ -5,24 +5,22 @@
 # %% auto #0
 __all__ = ['DEFAULT_CHECKPOINT', 'SAMPLING', 'MAX_CACHED_PREDICTORS', 'checkpoint_state', 'chat_messages', 'parse_response',
            'Predictor', 'stream_parts', 'get_predictor', 'clear_predictors', 'predict', 'lcs_length', 'rouge_l',
-           'bleu4', 'evaluate', 'ChatBox', 'cli_parser', 'cli_command', 'medsft_predict', 'format_summary',
-           'medsft_eval']
+           'bleu4', 'evaluate', 'ChatBox', 'medsft_predict', 'format_summary', 'medsft_eval']
 
 # %% ../nbs/04_inference.ipynb #288d9e6c
-import argparse, hashlib, json, logging, os, sys, threading, time
+import hashlib, json, logging, os, sys, threading, time
 import json as _json
 from collections import OrderedDict
-from functools import wraps
 from pathlib import Path
 
 import jieba, sacrebleu, torch
 from fastcore.basics import patch
-from fastcore.docments import docments
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 from transformers.utils import logging as hf_logging
 
 from .data import (DEFAULT_SYSTEM_PROMPT, DataError, check_rows, load_rows, parse_assistant,
                          read_jsonl)
+from .cli import command
 from .model import IM_END_ID, TINY, load_model_and_tokenizer
 
 # %% ../nbs/04_inference.ipynb #a66aa676
@@ -467,49 +465,6 @@ class ChatBox:
 
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
 
-# %% ../nbs/04_inference.ipynb #cd40e0f3
-def _arg_type(anno):
-    "argparse `type` for a docments annotation."
-    return anno if anno in (int, float, str) else None
-
-def cli_parser(func, # a function with docments
-               short:dict=None, # short flags, e.g. `{"input": "-i"}`
-              )->argparse.ArgumentParser:
-    "An `ArgumentParser` from `func`'s docments: `--dashed-names` (underscores accepted too) and `short` aliases."
-    short = short or {}
-    p = argparse.ArgumentParser(prog=func.__name__, description=func.__doc__)
-    for name, d in docments(func, full=True, returns=False).items():
-        flags = [*([short[name]] if name in short else []), f"--{name.replace('_', '-')}", *([f"--{name}"] if "_" in name else [])]
-        help_ = d.docment or ""
-        if d.anno is bool: p.add_argument(*flags, dest=name, action="store_true", help=help_)
-        elif d.anno is list: p.add_argument(*flags, dest=name, action="append", help=help_ + " (repeatable)")
-        else: p.add_argument(*flags, dest=name, type=_arg_type(d.anno), default=d.default,
-                             help=help_ + (f" (default: {d.default})" if d.default is not None else ""))
-    return p
-
-def _utf8_stdio():
-    "Write UTF-8 to stdout/stderr whatever the console encoding (e.g. gbk on Windows)."
-    for s in (sys.stdout, sys.stderr):
-        if hasattr(s, "reconfigure"): s.reconfigure(encoding="utf-8")
-
-def cli_command(short:dict=None)->callable: # a decorator
-    "Like fastcore's `@call_parse`, with short flags; user errors exit 2 with one line on stderr."
-    def deco(func):
-        @wraps(func)
-        def _f(*args, **kwargs):
-            if args or kwargs: return func(*args, **kwargs)  # called from Python
-            ns = cli_parser(func, short).parse_args()
-            _utf8_stdio()
-            hf_logging.disable_progress_bar()
-            try: return func(**vars(ns))
-            except (OSError, ValueError, ImportError) as e:
-                if os.environ.get("MEDSFT_DEBUG"): raise
-                print(f"{func.__name__}: error: {' '.join(str(e).split())}", file=sys.stderr)
-                sys.exit(2)
-            except KeyboardInterrupt: sys.exit(130)
-        return _f
-    return deco
-
 # %% ../nbs/04_inference.ipynb #7f49289e
 def _file_questions(file, system:str, skip:bool)->tuple:
     "(rows, questions) of a JSONL file of questions, checked before any model loads; bad rows raise or are skipped."
@@ -529,7 +484,7 @@ def _file_questions(file, system:str, skip:bool)->tuple:
     if not keep: raise DataError(f"{file}: no rows with a question to answer")
     return [rows[i] for i in keep], [rows[i][field(rows[i])] for i in keep]
 
-@cli_command(short=dict(input="-i", checkpoint="-c", max_new_tokens="-m", file="-f", output="-o"))
+@command(short=dict(input="-i", checkpoint="-c", max_new_tokens="-m", file="-f", output="-o"))
 def medsft_predict(input:str=None, # the question to answer
                    checkpoint:str=DEFAULT_CHECKPOINT, # model folder, checkpoint-N, adapter folder, merged model, or tiny-qwen3
                    max_new_tokens:int=256, # new tokens at most (think + answer); thinking needs ~1024
@@ -552,6 +507,7 @@ def medsft_predict(input:str=None, # the question to answer
                    base:str=None, # base model of an adapter, if not the recorded one
                   ):
     "Answer a medical question (or a JSONL file of them) with a trained checkpoint; prints only the new text."
+    hf_logging.disable_progress_bar()
     if (input is None) == (file is None): raise ValueError("give a question with -i/--input, or a JSONL file with --file")
     if stream and (file or json): raise ValueError("--stream prints one question's text: use it without --file and --json")
     if input is not None: chat_messages(input)  # an empty question fails before the model loads
@@ -604,7 +560,7 @@ def format_summary(summary:dict)->str: # a two-column text table
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
 
-@cli_command(short=dict(checkpoint="-c", val_file="-f", n="-n", max_new_tokens="-m", batch_size="-b", out_dir="-o"))
+@command(short=dict(checkpoint="-c", val_file="-f", n="-n", max_new_tokens="-m", batch_size="-b", out_dir="-o"))
 def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, merged model or tiny-qwen3 (default: the reference checkpoint-1084); with --benchmark, repeat -c to compare two
                 val_file:str="val.jsonl", # JSONL with question and answer fields
                 n:int=None, # evaluate the first n rows only
@@ -627,6 +583,7 @@ def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, mer
                 json:bool=False, # print the summary as JSON instead of a table
                ):
     "Score checkpoints: answers on a validation file (BLEU-4, ROUGE-L), or accuracy on a multiple-choice --benchmark."
+    hf_logging.disable_progress_bar()
     checkpoints = checkpoint or [DEFAULT_CHECKPOINT]
     if benchmark is not None:
         from medsft.multiple_choice import benchmark_report
