@@ -5,7 +5,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 import pytest
 
-NBS = {'index': None, '00_data': 'data', '00a_cli': 'cli', '01_model': 'model', '02_train_full': 'train_full',
+NBS = {'index': None, '00_data': 'data', '00a_cli': 'cli', '01_model': 'model', '02_train_full': 'train_full', '02c_scaling': 'scaling',
        '03_train_lora': 'train_lora', '04_inference': 'inference'}
 
 @pytest.fixture(scope='module')
