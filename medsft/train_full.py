@@ -9,12 +9,14 @@ __all__ = ['TrainConfig', 'config_docments', 'config_parser', 'parse_config', 't
            'cli_main', 'medsft_train']
 
 # %% ../nbs/02_train_full.ipynb #93a4aa84
-import argparse, json, math, os, shutil, statistics, sys, time, types, warnings
+import argparse, contextlib, io, json, math, os, shutil, statistics, sys, time, types, warnings
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Union, get_args, get_origin
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from fastcore.docments import docments
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
@@ -165,7 +167,7 @@ class FinishFolders(TrainerCallback):
     def __init__(self, tokenizer, base_model=None): self.tokenizer, self.base_model = tokenizer, base_model
     def on_save(self, args, state, control, **kwargs):
         ckpt = Path(args.output_dir)/f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        if ckpt.is_dir(): finish_folder(ckpt, self.tokenizer, self.base_model)
+        if args.should_save and ckpt.is_dir(): finish_folder(ckpt, self.tokenizer, self.base_model)
 
 # %% ../nbs/02_train_full.ipynb #ecadff27
 class LossGuard(TrainerCallback):
@@ -269,19 +271,34 @@ def _summary_line(s:dict)->str:
 def run_sft(cfg:TrainConfig, # the run settings
             wrap_model=None, # `wrap_model(model, cfg) -> model`, e.g. a PEFT wrapper; None: full-parameter training
            )->Path: # the final folder (`cfg.output_dir`)
-    "Run one SFT job end to end (see above); full-parameter unless `wrap_model` is given."
-    t0 = time.time()
-    resume_from = check_output_dir(cfg.output_dir, cfg.overwrite, cfg.resume)
+    "Run one SFT job end to end (see above); full-parameter unless `wrap_model` is given. Under a launcher only the main process prints and writes."
     device, dtype, reason = pick_device(cfg.device, cfg.dtype)
+    state = PartialState(cpu=device == "cpu")  # the processes of torchrun / accelerate launch (one without a launcher)
+    if state.num_processes > 1 and device != "cpu": device = str(state.device)  # this process's own GPU
+    with contextlib.redirect_stdout(sys.stdout if state.is_main_process else io.StringIO()):
+        return _run_sft(cfg, wrap_model, state, device, dtype, reason)
+
+def _run_sft(cfg, wrap_model, state, device, dtype, reason):
+    t0 = time.time()
+    with state.main_process_first(): resume_from = check_output_dir(cfg.output_dir, cfg.overwrite, cfg.resume)
     weights, autocast = train_precision(device, dtype, cfg.dtype)
     print(f"device: {device}, weights {str(weights)[6:]}, autocast {autocast or 'off'} ({reason})")
     model, tokenizer = load_model_and_tokenizer(cfg.model, device=device, dtype=weights)
     base = model.name_or_path  # the resolved base folder
-    train_ds, eval_ds, val_rows = build_datasets(cfg, tokenizer)
+    data = [None]  # tokenized once, by the main process; the others receive its examples
+    if state.is_main_process:
+        try: data = [build_datasets(cfg, tokenizer)]
+        except Exception as e: data = [e]  # raised by every process below
+    if state.num_processes > 1: broadcast_object_list(data)
+    if isinstance(data[0], Exception): raise data[0]
+    train_ds, eval_ds, val_rows = data[0]
+    n, acc = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+    print(f"global batch: {n} per device x {state.num_processes} processes x {acc} accumulation = "
+          f"{n * state.num_processes * acc} rows per optimizer step")
     model = prepare_model(model, cfg)
     set_seed(cfg.seed)  # a reproducible adapter initialisation
     if wrap_model is not None: model = wrap_model(model, cfg)
-    swan = start_swanlab(cfg)
+    swan = start_swanlab(cfg) if state.is_main_process else None
     try:
         callbacks = [FinishFolders(tokenizer, base), LossGuard()] + ([swan] if swan else [])
         trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_ds, autocast, callbacks)
@@ -289,7 +306,7 @@ def run_sft(cfg:TrainConfig, # the run settings
         result = trainer.train(resume_from_checkpoint=resume_from)
         out = Path(cfg.output_dir)
         trainer.save_model(out)
-        finish_folder(out, tokenizer, base)
+        if state.is_main_process: finish_folder(out, tokenizer, base)
         metrics = trainer.evaluate() if eval_ds else {}
         preds = generate_answers(model, tokenizer, val_rows[:cfg.num_predict], cfg.max_new_tokens, cfg.system)
         for p in preds: print(f"Q: {p['question']}\nA: {p['text']}\n")
@@ -305,7 +322,7 @@ def run_sft(cfg:TrainConfig, # the run settings
              train_loss=losses[-1] if losses else result.training_loss, eval_loss=metrics.get("eval_loss"),
              output_dir=str(out), resumed_from=resume_from, device=device, autocast=autocast,
              predictions=[{k: p[k] for k in ("question", "text", "finished")} for p in preds])
-    (out/"train_summary.json").write_text(json.dumps(s, ensure_ascii=False, indent=1), encoding="utf-8")
+    if state.is_main_process: (out/"train_summary.json").write_text(json.dumps(s, ensure_ascii=False, indent=1), encoding="utf-8")
     print("done:", _summary_line(s))
     return out
 

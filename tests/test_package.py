@@ -26,6 +26,6 @@ def test_cli_help(name):
     assert 'usage' in r.stdout.lower(), r.stdout + r.stderr
 
 def test_public_modules_import():
-    for m in ['data', 'model', 'train_full', 'train_lora', 'inference']:
+    for m in ['data', 'model', 'train_full', 'train_lora', 'inference', 'scaling']:
         mod = __import__(f'medsft.{m}', fromlist=['__all__'])
         assert mod.__all__, f'medsft.{m} exports nothing'
