@@ -105,3 +105,51 @@ def test_real_slice_data_train_predict(tmp_path):
     assert s["eval_loss"] < 12.5 and s["tokens"] > 0, s
     r = run("medsft_predict", "-i", rows[-1]["question"], "-c", out, "-m", "8", "--greedy", "--json")
     eq(json.loads(r.stdout)["new_tokens"] > 0, True)
+
+
+# kill-and-resume: 6 steps of batch 2 over 8 rows (1.5 epochs), a complete checkpoint every 2 steps
+KILL = ["--model", TINY, "--train-file", "sample", "--val-file", "", "--max-train-rows", "8", "--max-length", "256",
+        "--per-device-train-batch-size", "2", "--gradient-accumulation-steps", "1", "--max-steps", "6",
+        "--save-steps", "2", "--eval-steps", "100", "--logging-steps", "1", "--num-predict", "0", "--no-progress",
+        "--learning-rate", "1e-3"]
+
+
+def _run_env(cmd, *args, fault=None):
+    env = {**ENV, **({"MEDSFT_FAULT": fault} if fault else {})}
+    return subprocess.run([str(BIN/cmd), *map(str, args)], capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.mark.parametrize("cmd,weights", [("medsft_train", "model.safetensors"),
+                                         ("medsft_train_lora", "adapter_model.safetensors")])
+def test_kill_and_resume(tmp_path, cmd, weights):
+    "SIGKILL between saves and while checkpoint-4 is written; --resume ends with the weights of an uninterrupted run."
+    from safetensors.torch import load_file
+    from medsft.model import COMPLETE_FILE, is_complete
+    ref, out = tmp_path/"ref", tmp_path/"out"
+    run(cmd, *KILL, "--output-dir", ref)
+    # (a) killed after optimizer step 3, between the saves of steps 2 and 4
+    r = _run_env(cmd, *KILL, "--output-dir", out, fault="step:3")
+    eq(r.returncode, -9)
+    eq([p.name for p in sorted(out.glob("checkpoint-*"))], ["checkpoint-2"])
+    assert is_complete(out/"checkpoint-2") and not (out/COMPLETE_FILE).exists()
+    with pytest.raises(ValueError, match="incomplete"): load_model_and_tokenizer(out, device="cpu")  # no final model
+    # (b) resumed, then killed while checkpoint-4 is being written
+    r = _run_env(cmd, *KILL, "--output-dir", out, "--resume", fault="save:4")
+    eq(r.returncode, -9)
+    assert "checkpoint-2" in r.stdout, r.stdout
+    half = out/"checkpoint-4"
+    assert (half/weights).exists() and not (half/COMPLETE_FILE).exists()
+    with pytest.raises(ValueError, match="incomplete"): load_model_and_tokenizer(half, device="cpu")
+    opt = half/"optimizer.pt"  # stand for a kill in the middle of a file: cut the optimizer state short
+    opt.write_bytes(opt.read_bytes()[:opt.stat().st_size // 2])
+    # resumed again: checkpoint-4 is skipped (and removed), the run continues from checkpoint-2 and completes
+    r = run(cmd, *KILL, "--output-dir", out, "--resume")
+    assert "skipping checkpoint-4: incomplete" in r.stdout and "resuming from" in r.stdout, r.stdout
+    assert f"{out/'checkpoint-2'}" in r.stdout, r.stdout
+    eq(json.loads((out/"train_summary.json").read_text())["steps"], 6)
+    for d in (out, out/"checkpoint-4", out/"checkpoint-6"): assert is_complete(d), d
+    a, b = load_file(out/weights), load_file(ref/weights)
+    eq(sorted(a), sorted(b))
+    for k in a: assert torch.equal(a[k], b[k]), k  # bitwise equal on the CPU
+    load_model_and_tokenizer(out, device="cpu")
+
