@@ -7,4 +7,5 @@ if command -v quarto >/dev/null 2>&1; then exec nbdev_docs; fi
 python .ci/proc_nbs.py
 smalldocs render --quiet _proc
 rm -rf _docs && mv _proc/_docs _docs
+python .ci/site_links.py _docs _proc
 echo "docs: $(ls _docs/*.html | wc -l) pages in _docs/; open _docs/index.html"

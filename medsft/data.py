@@ -4,22 +4,23 @@
 
 # %% ../nbs/00_data.ipynb #4f3ef04e
 from __future__ import annotations
-import codecs, csv, io, json, math, os, random, re, socket, sys, threading, warnings
+import codecs, csv, hashlib, io, json, math, os, random, re, socket, sys, threading, warnings
 from dataclasses import dataclass, field, asdict
 from importlib import resources
 from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 from fastcore.basics import patch
-from fastcore.script import call_parse, store_true
 from urllib.parse import urlparse
+from .cli import command
 
 # %% auto #0
-__all__ = ['DEFAULT_SYSTEM_PROMPT', 'DEFAULT_DATASET', 'DEFAULT_POLICIES', 'DataError', 'TooLongError', 'shared_dir',
-           'read_jsonl', 'write_jsonl', 'read_file', 'split_think', 'normalize_rows', 'cache_dir',
-           'modelscope_unreachable', 'load_modelscope', 'sample_rows', 'load_rows', 'DataReport', 'validate_rows',
-           'split_indices', 'split_rows', 'render_assistant', 'to_messages', 'format_row', 'tokenize_sft',
-           'tokenize_rows', 'token_lengths', 'length_summary', 'prepare_data', 'medsft_data']
+__all__ = ['DEFAULT_SYSTEM_PROMPT', 'DEFAULT_DATASET', 'DEFAULT_POLICIES', 'DataError', 'TooLongError', 'render_assistant',
+           'parse_assistant', 'shared_dir', 'register_shared_magic', 'read_jsonl', 'write_jsonl', 'read_file',
+           'normalize_rows', 'cache_dir', 'modelscope_unreachable', 'load_modelscope', 'sample_rows', 'load_rows',
+           'DataReport', 'validate_rows', 'check_rows', 'split_indices', 'split_rows', 'row_key', 'load_split',
+           'to_messages', 'format_row', 'tokenize_sft', 'label_spans', 'tokenize_rows', 'token_lengths',
+           'length_summary', 'prepare_data', 'medsft_data']
 
 # %% ../nbs/00_data.ipynb #242fc524
 DEFAULT_SYSTEM_PROMPT = "你是一个医学专家，你需要根据用户的问题，给出带有思考的回答。"
@@ -30,6 +31,26 @@ class DataError(ValueError):
 
 class TooLongError(DataError):
     "A row that cannot fit in `max_length` tokens without cutting its answer or its terminator."
+
+# %% ../nbs/00_data.ipynb #8c0012e0
+def render_assistant(think:str, # reasoning text, "" for a non-thinking row
+                     answer:str, # the answer
+                    )->str:
+    "Assistant text as Qwen3 renders the final turn: `<think>\\n{think}\\n</think>\\n\\n{answer}`, or `answer`."
+    think = (think or "").strip("\n")
+    return f"<think>\n{think}\n</think>\n\n{answer.lstrip(chr(10))}" if think.strip() else answer
+
+def parse_assistant(text:str, # an assistant turn or generated text (special tokens removed)
+                    strip:bool=True, # strip all surrounding whitespace; False: only the newlines the template strips
+                   )->dict: # think (str), answer (str), closed (False when a `<think>` was never closed)
+    "Split assistant text into think and answer with the rule of Qwen3's chat template."
+    if "</think>" in text:
+        parts = text.split("</think>")
+        think, answer, closed = parts[0].split("<think>")[-1].strip("\n"), parts[-1].lstrip("\n"), True
+    elif "<think>" in text: think, answer, closed = text.split("<think>", 1)[1].strip("\n"), "", False
+    else: think, answer, closed = "", text, True
+    if strip: think, answer = think.strip(), answer.strip()
+    return dict(think=think, answer=answer, closed=closed)
 
 # %% ../nbs/00_data.ipynb #c2ece839
 def shared_dir(required:bool=False, # raise `FileNotFoundError` when missing (always under `CI=true`)
@@ -44,6 +65,16 @@ def shared_dir(required:bool=False, # raise `FileNotFoundError` when missing (al
     if required or os.environ.get("CI") == "true":
         raise FileNotFoundError("no shared/ folder found above the working directory; set MEDSFT_SHARED")
     return None
+
+def register_shared_magic():
+    "Register the cell magic `%%shared`: run the cell when `shared_dir()` finds `../shared`, else skip it with a note."
+    from IPython import get_ipython
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.magic import register_cell_magic
+    def shared(line, cell):
+        if shared_dir() is None: return print("skipped: this cell needs the real data in ../shared")
+        InteractiveShell.run_cell(get_ipython(), cell).raise_error()  # errors fail the cell
+    register_cell_magic(shared)
 
 # %% ../nbs/00_data.ipynb #94c78fec
 def _decode(path, data:bytes, encoding:str="utf-8")->str:
@@ -61,10 +92,11 @@ def read_jsonl(path, # a `.jsonl` file, one JSON object per line
                encoding:str="utf-8", # text encoding of the file
                skip_bad_lines:bool=False, # skip lines that are not a JSON object instead of raising `DataError`
                bad_lines:list|None=None, # if given, gets `"file:line"` for every skipped line
-              )->list[dict]:
+               with_lines:bool=False, # also return the 1-based line number of each row
+              )->list[dict]: # rows; `(rows, line_numbers)` with `with_lines`
     "Read a JSON-lines file; `DataError` naming `file:line` for a line that is not a JSON object."
     path = Path(path)
-    rows = []
+    rows, lines = [], []
     for n, line in enumerate(_decode(path, path.read_bytes(), encoding).split("\n"), 1):
         if not line.strip(): continue
         try:
@@ -75,8 +107,8 @@ def read_jsonl(path, # a `.jsonl` file, one JSON object per line
                 raise DataError(f"{path}:{n}: not a JSON object ({e}); fix the line or pass skip_bad_lines=True") from None
             if bad_lines is not None: bad_lines.append(f"{path}:{n}")
             continue
-        rows.append(row)
-    return rows
+        rows.append(row); lines.append(n)
+    return (rows, lines) if with_lines else rows
 
 def write_jsonl(rows, # dicts to write
                 path, # output file; parent folders are created
@@ -142,13 +174,6 @@ _SCHEMAS = [  # (question column, think column or None, answer column); the firs
     ("instruction", None, "output"), ("prompt", None, "response"), ("query", None, "response"),
     ("prompt", None, "completion")]
 
-def split_think(text:str, # assistant text that may contain `<think>…</think>`
-               )->tuple[str, str]: # (think, answer), both stripped; think is "" when there is no `</think>`
-    "Split an assistant text into think and answer the way Qwen3's chat template does."
-    if "</think>" not in text: return "", text.strip()
-    think = text.split("</think>")[0].split("<think>")[-1]
-    return think.strip(), text.split("</think>")[-1].strip()
-
 def _missing(v): return v is None or (isinstance(v, float) and math.isnan(v))
 
 def _detect(keys, columns):
@@ -180,7 +205,8 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
         think = "" if t is None or _missing(r.get(t)) else r.get(t)
         if q == "input" and isinstance(question, str) and not question.strip() and "instruction" in r:
             question = r["instruction"]  # Alpaca rows with an empty `input`
-        if t is None and isinstance(answer, str) and "</think>" in answer: think, answer = split_think(answer)
+        if t is None and isinstance(answer, str) and "</think>" in answer:
+            think, answer = (parse := parse_assistant(answer))["think"], parse["answer"]
         extra = {k: v for k, v in r.items() if k not in (q, t, a)}
         out.append({**extra, "question": None if _missing(question) else question, "think": think,
                     "answer": None if _missing(answer) else answer})
@@ -207,8 +233,9 @@ def _think_answer(msg:dict)->tuple[str, str]:
     "(think, answer) of an assistant message exactly as Qwen3's template splits and renders it (newlines stripped)."
     c = msg["content"]
     if isinstance(msg.get("reasoning_content"), str): return msg["reasoning_content"].strip("\n"), c.lstrip("\n")
-    if "</think>" not in c: return "", c
-    return c.split("</think>")[0].rstrip("\n").split("<think>")[-1].strip("\n"), c.split("</think>")[-1].lstrip("\n")
+    if "</think>" not in c: return "", c  # an unclosed <think> in a message is text (the template's rule)
+    p = parse_assistant(c, strip=False)
+    return p["think"], p["answer"]
 
 def _from_chat(r:dict, i:int)->dict:
     "A single-turn chat row as `question`/`think`/`answer` (+ `system`); `DataError` naming the row otherwise."
@@ -241,14 +268,35 @@ def modelscope_unreachable(timeout:float=10.0, # seconds for DNS + TCP connect
     th = threading.Thread(target=go, daemon=True); th.start(); th.join(timeout + 1)
     return res[0]
 
+def _write_cache(rows:list, path:Path):
+    "Write rows to `path` atomically (temporary file, then rename), then a `.meta.json` with their count and hash."
+    tmp = write_jsonl(rows, path.with_name(path.name + f".tmp{os.getpid()}"))
+    meta = {"rows": len(rows), "sha256": hashlib.sha256(tmp.read_bytes()).hexdigest()}
+    os.replace(tmp, path)
+    mtmp = path.with_name(path.name + f".meta.tmp{os.getpid()}")
+    mtmp.write_text(json.dumps(meta), encoding="utf-8")
+    os.replace(mtmp, path.with_name(path.name + ".meta.json"))
+
+def _cache_problem(path:Path)->str|None:
+    "Why the cached rows at `path` cannot be trusted (no or mismatching `.meta.json`), or None."
+    meta = path.with_name(path.name + ".meta.json")
+    if not meta.exists(): return "no .meta.json: the download was interrupted"
+    try: want = json.loads(meta.read_text(encoding="utf-8"))
+    except ValueError: return "unreadable .meta.json"
+    if hashlib.sha256(path.read_bytes()).hexdigest() != want.get("sha256"): return "checksum differs from .meta.json"
+    return None
+
 def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
                     subset_name:str="default", # ModelScope subset, as in the reference
                     split:str="train", # ModelScope split, as in the reference
                     timeout:float=10.0, # seconds for the reachability probe
+                    refresh:bool=False, # download again even when a good cached copy exists
                    )->list[dict]: # raw rows, original keys
     "Raw rows of a ModelScope data set, cached under `$MEDSFT_CACHE`; `DataError` quickly when offline."
     cache = cache_dir()/"datasets"/dataset_id.replace("/", "__")/f"{subset_name}-{split}.jsonl"
-    if cache.exists(): return read_jsonl(cache)
+    if cache.exists() and not refresh:
+        if (why := _cache_problem(cache)) is None: return read_jsonl(cache)
+        warnings.warn(f"{cache}: damaged cache ({why}); downloading it again")
     hint = ("download it elsewhere and pass --source PATH (a .jsonl/.json/.csv/.parquet file or folder), "
             "or --source sample for the built-in sample")
     if err := modelscope_unreachable(timeout):
@@ -258,7 +306,7 @@ def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
         ds = MsDataset.load(dataset_id, subset_name=subset_name, split=split)
         rows = [dict(r) for r in (ds.to_hf_dataset() if hasattr(ds, "to_hf_dataset") else ds)]
     except Exception as e: raise DataError(f"cannot download ModelScope dataset {dataset_id!r} ({e}); {hint}") from None
-    write_jsonl(rows, cache)
+    _write_cache(rows, cache)
     return rows
 
 # %% ../nbs/00_data.ipynb #0cd235ca
@@ -276,6 +324,7 @@ def load_rows(source, # path to a file/folder, a ModelScope id, "sample", a `dat
               split:str|None=None, # split of a `DatasetDict` (default: all splits in order) or ModelScope ("train")
               report=None, # a `DataReport`; if given, receives `bad_lines` and the source name
               timeout:float=10.0, # seconds for the ModelScope reachability probe
+              refresh:bool=False, # ModelScope: download again instead of using the cached copy
              )->list[dict]: # rows with `question`, `think` ("" if none), `answer`, other keys kept
     "Load rows from any supported source and normalise them to `question`/`think`/`answer`."
     bad = report.bad_lines if report is not None else []
@@ -292,7 +341,7 @@ def load_rows(source, # path to a file/folder, a ModelScope id, "sample", a `dat
         if skip_bad_lines and bad: warnings.warn(f"skipped {len(bad)} bad lines: {bad[:3]}")
         return rows
     elif isinstance(source, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", source) and Path(source).suffix not in _SUFFIXES:
-        raw = load_modelscope(source, split=split or "train", timeout=timeout)
+        raw = load_modelscope(source, split=split or "train", timeout=timeout, refresh=refresh)
     else: raise FileNotFoundError(f"{source}: no such file or folder (and not a ModelScope id or 'sample')")
     return _normalize(raw, columns, where)
 
@@ -316,6 +365,7 @@ class DataReport:
     source: str = "" # where the rows came from
     extra: dict = field(default_factory=dict) # split counts and length statistics added by `prepare_data`
     files: dict = field(default_factory=dict) # name -> path of the files `prepare_data` wrote
+    split: dict = field(default_factory=dict) # "train"/"val" -> input positions of the kept rows (`load_split`)
 
     def add(self, problem, i): self.problems.setdefault(problem, []).append(i)
     @property
@@ -349,13 +399,18 @@ DEFAULT_POLICIES = dict(bad_type="drop", missing="drop", empty="drop", think_tag
 _THINK_TAG = re.compile(r"[<＜]\s*[/／]?\s*think\s*[>＞]", re.I)  # <think>, </ think >, full-width ＜／think＞
 _SPECIAL = re.compile(r"<\|[\w-]{1,40}\|>")  # ChatML special tokens such as <|im_end|>, <|endoftext|>
 
+def _field_problem(v)->str|None:
+    "`bad_type`, `missing` or `empty` for a value that must be a non-empty string; None when it is one."
+    if v is None or (isinstance(v, float) and math.isnan(v)): return "missing"
+    if not isinstance(v, str): return "bad_type"
+    return None if v.strip() else "empty"
+
 def _row_problems(r)->list[str]:
     "Problems of one normalised row, in the order they are checked."
     q, t, a = r.get("question"), r.get("think"), r.get("answer")
-    if any(not (x is None or isinstance(x, str)) for x in (q, t, a)): return ["bad_type"]
-    if q is None or a is None: return ["missing"]
-    if not q.strip() or not a.strip(): return ["empty"]
-    texts = (q, t or "", a)
+    found = {_field_problem(q), _field_problem(a), "bad_type" if not (t is None or isinstance(t, str)) else None}
+    if p := next((p for p in ("bad_type", "missing", "empty") if p in found), None): return [p]
+    texts = (q, t or "", a)  # question and answer are non-empty strings from here on
     p = [] if (t or "").strip() else ["no_think"]
     if _THINK_TAG.search(t or "") or _THINK_TAG.search(a): p.append("think_tags")
     if any(_SPECIAL.search(x) for x in texts): p.append("special_tokens")
@@ -419,6 +474,30 @@ def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
     assert rep.n_in == rep.n_out + len(rep.dropped)
     return kept, rep
 
+# %% ../nbs/00_data.ipynb #f3681ba2
+def check_rows(rows:list, # rows (dicts) as read from `where`
+               fields:tuple=("question",), # fields that must be non-empty strings
+               where:str="rows", # the file name, for messages
+               lines:list|None=None, # 1-based line of each row in `where` (`read_jsonl(..., with_lines=True)`)
+               skip:bool=False, # drop bad rows and report them instead of raising `DataError`
+              )->tuple[list, DataReport]: # (good rows, report: `dropped` maps row index -> reason)
+    "Check the fields a command needs before any expensive work; `DataError` naming file:line and field."
+    rep = DataReport(n_in=len(rows), source=str(where),
+                     policies={k: "drop" if skip else "fail" for k in ("bad_type", "missing", "empty")})
+    good = []
+    for i, r in enumerate(rows):
+        bad = [(f, p) for f in fields if (p := _field_problem(r.get(f) if isinstance(r, dict) else None))]
+        if not bad: good.append(r); rep.kept.append(i); continue
+        (f, p), v = bad[0], r.get(bad[0][0]) if isinstance(r, dict) else r
+        if not skip:
+            at = f"{where}:{lines[i]}" if lines else f"{where} row {i + 1}"
+            raise DataError(f"{at}: {p}: field {f!r} is {type(v).__name__} {v!r:.30}, expected a non-empty "
+                            f"string; fix the row or skip bad rows")
+        rep.add(p, i)
+        rep.dropped[i] = f"{p} ({', '.join(f'{f}={r.get(f)!r:.30}' for f, _ in bad)})"
+    rep.n_out = len(good)
+    return good, rep
+
 # %% ../nbs/00_data.ipynb #0216c564
 def split_indices(n:int, # number of rows
                   val_frac:float=0.1, # share of rows in validation; the reference uses 0.1
@@ -439,14 +518,34 @@ def split_rows(rows:list, # rows (any objects)
     tr, va = split_indices(len(rows), val_frac, seed)
     return [rows[i] for i in tr], [rows[i] for i in va]
 
-# %% ../nbs/00_data.ipynb #d331a0e2
-def render_assistant(think:str, # reasoning text, "" for a non-thinking row
-                     answer:str, # the answer
-                    )->str:
-    "Assistant text as Qwen3 renders the final turn: `<think>\\n{think}\\n</think>\\n\\n{answer}`, or `answer` without think."
-    think = (think or "").strip("\n")
-    return f"<think>\n{think}\n</think>\n\n{answer.lstrip(chr(10))}" if think.strip() else answer
+def row_key(row:dict)->str: # 16 hex digits
+    "A content hash of a row's question, think and answer: records a split and finds train/eval overlap."
+    key = [row.get("question"), row.get("think") or "", row.get("answer")]
+    return hashlib.sha1(json.dumps(key, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
+# %% ../nbs/00_data.ipynb #b3444fab
+def load_split(source, # anything `load_rows` reads
+               val_frac:float=0.1, # validation share; 0.1 reproduces the reference
+               seed:int=42, # shuffle seed; 42 reproduces the reference
+               columns:dict|None=None, # column mapping, see `normalize_rows`
+               encoding:str="utf-8", # text encoding of local files
+               skip_bad_lines:bool=False, # skip unparsable JSONL lines
+               policies:dict|None=None, # per-problem policies, see `validate_rows`
+               tokenizer=None, # for the `too_long` check, see `validate_rows`
+               max_length:int=2048, # tokens, for the `too_long` check
+               system:str|None=DEFAULT_SYSTEM_PROMPT, # system prompt, for the length check
+               refresh:bool=False, # ModelScope: download again instead of using the cached copy
+              )->tuple[list, list, DataReport]: # (train rows, val rows, report with `split` positions)
+    "Load and validate `source`, then split it by input position, the same way for every caller."
+    rep = DataReport()
+    rows = load_rows(source, columns, encoding, skip_bad_lines, report=rep, refresh=refresh)
+    kept, rep = validate_rows(rows, tokenizer, max_length, policies, system, report=rep)
+    by_idx = dict(zip(rep.kept, kept))
+    rep.split = {k: [i for i in idx if i in by_idx] for k, idx in zip(("train", "val"), split_indices(len(rows), val_frac, seed))}
+    rep.extra |= {f"n_{k}": len(v) for k, v in rep.split.items()}
+    return [by_idx[i] for i in rep.split["train"]], [by_idx[i] for i in rep.split["val"]], rep
+
+# %% ../nbs/00_data.ipynb #d331a0e2
 def to_messages(row:dict, # normalised row
                 system:str|None=DEFAULT_SYSTEM_PROMPT, # system prompt; None or "" for no system message
                )->list[dict]: # [system,] user, assistant
@@ -569,6 +668,20 @@ def tokenize_sft(row_or_messages, # normalised row, list of chat messages, or {"
     "Tokenize one conversation with the chat template; labels supervise the last assistant turn and its `<|im_end|>`."
     return _tokenize(_parse(row_or_messages, system), tokenizer, max_length, truncation, empty_think)[0]
 
+# %% ../nbs/00_data.ipynb #b3868ef4
+def label_spans(example:dict, # `input_ids` and `labels`, as from `tokenize_sft`
+                tokenizer, # decodes the tokens
+               )->pd.DataFrame: # one row per run: `labels` ("-100" or "trained"), `tokens` (count), `text`
+    "Consecutive runs of ignored and supervised tokens of one example, decoded."
+    runs, start = [], 0
+    labels = example["labels"]
+    for i in range(1, len(labels) + 1):
+        if i == len(labels) or (labels[i] == -100) != (labels[start] == -100):
+            text = tokenizer.decode(example["input_ids"][start:i])
+            runs.append(("-100" if labels[start] == -100 else "trained", i - start, text))
+            start = i
+    return pd.DataFrame(runs, columns=["labels", "tokens", "text"])
+
 # %% ../nbs/00_data.ipynb #431860e5
 def tokenize_rows(rows:list, # normalised rows, message lists or {"messages": [...]} dicts
                   tokenizer, # a tokenizer with a chat template
@@ -642,29 +755,26 @@ def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", l
                  tokenizer=None, # if given, over-length rows are reported and length statistics added
                  max_length:int=2048, # tokens, for the over-length check
                  system:str=DEFAULT_SYSTEM_PROMPT, # system prompt of the format/messages files
+                 refresh:bool=False, # ModelScope: download again instead of using the cached copy
                 )->DataReport: # the report; `extra` holds the counts and the file paths
     "Load, validate, split and write train/val files in raw, reference-format and chat-messages form."
     out = Path(out_dir)
     if isinstance(source, (str, Path)) and Path(source).is_dir() and Path(source).resolve() == out.resolve():
         raise DataError(f"out_dir {out} is the source folder: a second run would read its own output files")
-    rep = DataReport()
-    rows = load_rows(source, columns, encoding, skip_bad_lines, report=rep)
-    kept, rep = validate_rows(rows, tokenizer, max_length, policies, system, report=rep)
-    by_idx = dict(zip(rep.kept, kept))
-    tr, va = split_indices(len(rows), val_frac, seed)
+    train, val, rep = load_split(source, val_frac, seed, columns, encoding, skip_bad_lines, policies, tokenizer,
+                                 max_length, system, refresh)
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise DataError(f"cannot create out_dir {out}: {e.strerror or e}") from None
     files = {}
-    for name, idx in (("train", tr), ("val", va)):
-        part = [by_idx[i] for i in idx if i in by_idx]
+    for name, part in (("train", train), ("val", val)):
         files[name] = write_jsonl(part, out/f"{name}.jsonl")
         files[f"{name}_format"] = write_jsonl([format_row(r, system) for r in part], out/f"{name}_format.jsonl")
         files[f"{name}_messages"] = write_jsonl([{"messages": to_messages(r, system)} for r in part], out/f"{name}_messages.jsonl")
-        rep.extra[f"n_{name}"] = len(part)
-    files["split_index"] = write_jsonl([{"split": s, "split_pos": p, "orig_pos": i} for s, idx in (("train", tr), ("val", va))
+    files["split_index"] = write_jsonl([{"split": s, "split_pos": p, "orig_pos": i} for s, idx in
+                                        zip(("train", "val"), split_indices(rep.n_in, val_frac, seed))
                                         for p, i in enumerate(idx)], out/"split_index.jsonl")
     if tokenizer is not None:
-        s = length_summary(token_lengths(kept, tokenizer, system), max_length)
+        s = length_summary(token_lengths(train + val, tokenizer, system), max_length)
         rep.extra["tokens (median/max total)"] = f"{s.loc['median', 'total']:.0f}/{s.loc['max', 'total']:.0f}"
     rep.files = {k: str(v) for k, v in files.items()}
     (out/"report.json").write_text(json.dumps(rep.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
@@ -679,7 +789,7 @@ def _parse_kv(s:str|None, what:str)->dict|None:
     return {k.strip(): v.strip() for k, v in pairs}
 
 # %% ../nbs/00_data.ipynb #0f9bdd7d
-@call_parse
+@command()
 def medsft_data(source:str=DEFAULT_DATASET, # file or folder (.jsonl/.json/.csv/.parquet), ModelScope id, or `sample`
                 out_dir:str=".", # folder for train/val files, formats, split index and report.json
                 val_frac:float=0.1, # validation share (reference: 0.1, i.e. first int(0.9*n) shuffled rows train)
@@ -687,22 +797,19 @@ def medsft_data(source:str=DEFAULT_DATASET, # file or folder (.jsonl/.json/.csv/
                 encoding:str="utf-8", # text encoding of local files, e.g. gb18030
                 columns:str=None, # column mapping, e.g. question=Question,think=Complex_CoT,answer=Response
                 policies:str=None, # per-problem policy, e.g. duplicate=drop,literal_newline=fix (drop/keep/fail)
-                skip_bad_lines:store_true=False, # skip JSONL lines that do not parse (counted in the report)
+                skip_bad_lines:bool=False, # skip JSONL lines that do not parse (counted in the report)
                 max_length:int=2048, # tokens, for the over-length check (needs --tokenizer)
                 tokenizer:str=None, # tokenizer folder for the over-length check and length statistics
+                refresh:bool=False, # download the ModelScope data set again instead of using the cached copy
                ):
     "Load, validate and split the medical SFT data; write train/val files like the reference's data.py."
-    try:
-        tk = None
-        if tokenizer:
-            from transformers import AutoTokenizer
-            try: tk = AutoTokenizer.from_pretrained(tokenizer)
-            except Exception as e: raise DataError(f"cannot load tokenizer {tokenizer!r}: {e}") from None
-        rep = prepare_data(source, out_dir, val_frac, seed, _parse_kv(columns, "columns"), encoding, skip_bad_lines,
-                           _parse_kv(policies, "policies"), tk, max_length)
-    except (DataError, FileNotFoundError, ValueError, OSError) as e:
-        print(f"medsft_data: error: {e}".replace("\n", " "), file=sys.stderr)
-        sys.exit(2)
+    tk = None
+    if tokenizer:
+        from transformers import AutoTokenizer
+        try: tk = AutoTokenizer.from_pretrained(tokenizer)
+        except Exception as e: raise DataError(f"cannot load tokenizer {tokenizer!r}: {e}") from None
+    rep = prepare_data(source, out_dir, val_frac, seed, _parse_kv(columns, "columns"), encoding, skip_bad_lines,
+                       _parse_kv(policies, "policies"), tk, max_length, refresh=refresh)
     print(f"source: {rep.source}")
     print(rep.summary())
     print(f"wrote {', '.join(Path(p).name for p in rep.files.values())} to {out_dir}")

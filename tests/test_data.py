@@ -33,8 +33,8 @@ def one_line_error(p, *needles):
 def test_help():
     p = run("--help")
     eq(p.returncode, 0)
-    for flag in ("--source", "--out_dir", "--val_frac", "--seed", "--encoding", "--columns", "--policies",
-                 "--skip_bad_lines", "--max_length", "--tokenizer"):
+    for flag in ("--source", "--out-dir", "--val-frac", "--seed", "--encoding", "--columns", "--policies",
+                 "--skip-bad-lines", "--max-length", "--tokenizer", "--refresh"):
         assert flag in p.stdout, flag
 
 

@@ -29,3 +29,10 @@ def test_imports_alone_in_their_cells(path):
 def test_no_eval_false(path):
     bad = [i for i, src in _code_cells(path) if 'eval: false' in src.replace('eval:false', 'eval: false')]
     assert not bad, f'{path.name}: cells {bad} use `#| eval: false`'
+
+@pytest.mark.parametrize('path', NBS, ids=lambda p: p.name)
+def test_shown_code_fits_the_page(path):
+    "Code the docs show (not exported, not hidden) has lines of at most 100 characters: no horizontal scrolling."
+    bad = [(i, len(l)) for i, src in _code_cells(path) if not src.startswith(('#| export', '#| hide'))
+           for l in src.splitlines() if len(l) > 100]
+    assert not bad, f'{path.name}: (cell, line length) over 100 characters: {bad[:10]}'
