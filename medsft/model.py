@@ -10,11 +10,10 @@ __all__ = ['IM_START_ID', 'IM_END_ID', 'PAD_ID', 'THINK_START_ID', 'THINK_END_ID
            'default_local_dir', 'download_model', 'load_tokenizer', 'load_model_and_tokenizer', 'medsft_download']
 
 # %% ../nbs/01_model.ipynb #2af4fa7d
-import hashlib, json, os, re, shutil, socket, sys, tempfile, threading, warnings
+import hashlib, json, os, re, shutil, sys, tempfile, warnings
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 import transformers

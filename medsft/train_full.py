@@ -18,7 +18,7 @@ import torch
 import yaml
 from fastcore.docments import docments
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .data import (DEFAULT_SYSTEM_PROMPT, load_rows, load_split, row_key, tokenize_rows, to_messages,
                          validate_rows)
