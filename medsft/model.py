@@ -4,16 +4,16 @@
 
 # %% auto #0
 __all__ = ['IM_START_ID', 'IM_END_ID', 'PAD_ID', 'THINK_START_ID', 'THINK_END_ID', 'TINY', 'DEFAULT_BASE', 'QWEN3_ADDED_TOKENS',
-           'CHAT_TEMPLATE', 'QWEN3_GENERATION', 'TINY_SIZES', 'decide_device', 'pick_device', 'embedded_tokenizer_dir',
-           'embedded_tokenizer', 'finish_folder', 'save_model_folder', 'qwen3_config', 'tiny_qwen3',
+           'CHAT_TEMPLATE', 'QWEN3_GENERATION', 'COMPLETE_FILE', 'RUN_CONFIG', 'TINY_SIZES', 'decide_device',
+           'pick_device', 'embedded_tokenizer_dir', 'embedded_tokenizer', 'finish_folder', 'save_model_folder',
+           'mark_complete', 'is_complete', 'in_training_run', 'check_complete', 'qwen3_config', 'tiny_qwen3',
            'default_local_dir', 'download_model', 'load_tokenizer', 'load_model_and_tokenizer', 'medsft_download']
 
 # %% ../nbs/01_model.ipynb #2af4fa7d
-import hashlib, json, os, re, shutil, socket, sys, tempfile, threading, warnings
+import hashlib, json, os, re, shutil, sys, tempfile, warnings
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 import transformers
@@ -217,9 +217,13 @@ def finish_folder(out_dir, # a folder holding a model, a checkpoint or an adapte
                   tokenizer, # the tokenizer the model was trained with
                   base_model=None, # optional folder whose `generation_config.json` to start from
                  )->Path: # `out_dir`
-    "Write the tokenizer, `chat_template.jinja` and a `generation_config.json` stopping on the tokenizer's eos."
+    "Make `out_dir` inference-ready: tokenizer, `chat_template.jinja`, eos-stopping `generation_config.json`, KV cache on."
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if (cfg_file := out_dir / "config.json").exists():  # training turns the KV cache off; generation wants it on
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        if cfg.get("use_cache") is False:
+            cfg_file.write_text(json.dumps({**cfg, "use_cache": True}, indent=2) + "\n", encoding="utf-8")
     tokenizer.save_pretrained(out_dir)
     if tokenizer.chat_template and not (out_dir / "chat_template.jinja").exists():
         (out_dir / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
@@ -241,6 +245,43 @@ def save_model_folder(model, # a `PreTrainedModel` (full weights) or a `PeftMode
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     return finish_folder(out_dir, tokenizer)
+
+# %% ../nbs/01_model.ipynb #4a0daa4d
+COMPLETE_FILE = "medsft_complete.json"  # written last into every folder a training run finishes
+RUN_CONFIG = "train_config.yaml"  # a training run's effective config, written into its output folder first
+
+def mark_complete(folder, # a finished model, checkpoint or adapter folder
+                 )->Path: # `folder`
+    "Record `folder` as complete: its files and their sizes, in `COMPLETE_FILE`, written last and atomically."
+    folder = Path(folder)
+    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != COMPLETE_FILE}
+    tmp = folder / f".{COMPLETE_FILE}.tmp"
+    tmp.write_text(json.dumps(dict(files=files), indent=1), encoding="utf-8")
+    os.replace(tmp, folder / COMPLETE_FILE)
+    return folder
+
+def is_complete(folder)->bool: # the marker exists and every file it lists has its recorded size
+    "Whether `folder` was finished by `mark_complete` and has not lost or changed a file since."
+    marker = Path(folder) / COMPLETE_FILE
+    try: files = json.loads(marker.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError): return False
+    return all((f := Path(folder) / n).is_file() and f.stat().st_size == size for n, size in files.items())
+
+def in_training_run(folder)->bool: # a run's output folder, or a `checkpoint-N` inside one
+    "Whether `folder` belongs to a medsft training run (and so must carry a completion marker)."
+    folder = Path(folder)
+    return (folder / RUN_CONFIG).exists() or bool(re.fullmatch(r"checkpoint-\d+", folder.name)
+                                                   and (folder.parent / RUN_CONFIG).exists())
+
+def check_complete(folder, # a model, checkpoint or adapter folder
+                  )->Path: # `folder`; ValueError when it is an incomplete folder of a training run
+    "Refuse a training run's folder that was never completed (the run was killed while writing it, or is running)."
+    folder = Path(folder)
+    if in_training_run(folder) and not is_complete(folder):
+        raise ValueError(f"{folder}: incomplete ({COMPLETE_FILE} missing or its files changed): the run writing it "
+                         f"was interrupted or is still running; continue it with --resume, or load a complete "
+                         f"checkpoint-N")
+    return folder
 
 # %% ../nbs/01_model.ipynb #81854e95
 TINY_SIZES = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
@@ -347,9 +388,9 @@ def load_model_and_tokenizer(path_or_id, # `TINY`, a model/checkpoint/adapter fo
                              dtype=None, # None: `pick_device`'s choice; 'bf16', 'fp16', 'fp32' or a torch.dtype
                              base=None, # adapters: base model folder/id instead of the recorded `base_model_name_or_path`
                              padding_side:str="right", # 'right' for training, 'left' for batched generation
-                            )->tuple: # (model, tokenizer); FileNotFoundError/ValueError naming the folder
+                            )->tuple: # (model, tokenizer); FileNotFoundError/ValueError naming the folder (also: an incomplete one)
     "Load a Qwen3 causal LM (a `PeftModel` for an adapter folder) and its tokenizer, on `device` in `dtype`."
-    folder = _resolve(path_or_id)
+    folder = check_complete(_resolve(path_or_id))
     device, dtype, _ = pick_device(device, dtype)
     if (folder / "adapter_config.json").exists():
         from peft import PeftModel

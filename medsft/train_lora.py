@@ -8,7 +8,7 @@ __all__ = ['QWEN3_LORA_TARGETS', 'TIED', 'LoraTrainConfig', 'wrap_lora', 'train_
 
 # %% ../nbs/03_train_lora.ipynb #9f73d2a6
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -56,7 +56,7 @@ def train_lora(config:LoraTrainConfig=None, # the run settings; None: the defaul
                **kwargs, # `LoraTrainConfig` fields overriding `config`, e.g. `max_steps=10`
               )->Path: # the final adapter folder
     "LoRA SFT of a Qwen3 model: `medsft.train_full.run_sft` with the model wrapped by `wrap_lora`."
-    return run_sft(LoraTrainConfig(**{**asdict(config or LoraTrainConfig()), **kwargs}), wrap_model=wrap_lora)
+    return run_sft(replace(config, **kwargs) if config else LoraTrainConfig(**kwargs), wrap_model=wrap_lora)
 
 # %% ../nbs/03_train_lora.ipynb #c0f64506
 def _saved_dtype(folder:Path)->torch.dtype:

@@ -30,7 +30,11 @@ def run(cmd, *args, cwd=None, ok=True):
 def test_help(cmd, flags):
     out = run(cmd, "--help").stdout
     for f in flags: assert f in out, f"{cmd} --help lacks {f}"
-    if cmd == "medsft_train": assert "optimizer steps; > 0 overrides" in out  # docments are the help text
+    if cmd == "medsft_train":  # docments, and TrainingArguments' own help, are the help text; every field is a flag
+        assert "tokens per row, prompt + think + answer" in " ".join(out.split())
+        assert "about 30 percent slower" in " ".join(out.split()) and "--config" in out
+        for f in ("--optim", "--lr-scheduler-kwargs", "--dataloader-num-workers", "--torch-compile", "--deepspeed"):
+            assert f in out, f
 
 
 def test_train_resume_refuse(tmp_path):
@@ -98,10 +102,123 @@ def test_real_slice_data_train_predict(tmp_path):
     out = tmp_path/"out"
     r = run("medsft_train", "--model", TINY, "--train-file", tmp_path/"train.jsonl", "--val-file", tmp_path/"val.jsonl",
             "--max-steps", "2", "--max-length", "384", "--num-predict", "1", "--max-new-tokens", "4", "--output-dir", out,
-            "--no-progress", cwd=tmp_path)
+            "--learning-rate", "1e-3", "--eval-steps", "2", "--eval-on-start", "--no-progress", cwd=tmp_path)
     assert "val: 2 rows -> 2 examples" in r.stdout, r.stdout
+    assert "train_loss_mean" in r.stdout and "last_logged_loss" in r.stdout, r.stdout  # losses named for what they are
     s = json.loads((out/"train_summary.json").read_text(encoding="utf-8"))
     eq(s["steps"], 2)
-    assert s["eval_loss"] < 12.5 and s["tokens"] > 0, s
+    evals = [h["eval_loss"] for h in s["log_history"] if "eval_loss" in h]
+    assert evals[-1] < evals[0] - 0.01 and s["tokens"] > 0, s  # the validation loss drops from its untrained value
+    assert (out/"loss.png").stat().st_size > 1000
     r = run("medsft_predict", "-i", rows[-1]["question"], "-c", out, "-m", "8", "--greedy", "--json")
     eq(json.loads(r.stdout)["new_tokens"] > 0, True)
+
+
+# kill-and-resume: 6 steps of batch 2 over 8 rows (1.5 epochs), a complete checkpoint every 2 steps
+KILL = ["--model", TINY, "--train-file", "sample", "--val-file", "", "--max-train-rows", "8", "--max-length", "256",
+        "--per-device-train-batch-size", "2", "--gradient-accumulation-steps", "1", "--max-steps", "6",
+        "--save-steps", "2", "--eval-steps", "100", "--logging-steps", "1", "--num-predict", "0", "--no-progress",
+        "--learning-rate", "1e-3"]
+
+
+def _run_env(cmd, *args, fault=None):
+    env = {**ENV, **({"MEDSFT_FAULT": fault} if fault else {})}
+    return subprocess.run([str(BIN/cmd), *map(str, args)], capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.mark.parametrize("cmd,weights", [("medsft_train", "model.safetensors"),
+                                         ("medsft_train_lora", "adapter_model.safetensors")])
+def test_kill_and_resume(tmp_path, cmd, weights):
+    "SIGKILL between saves and while checkpoint-4 is written; --resume ends with the weights of an uninterrupted run."
+    from safetensors.torch import load_file
+    from medsft.model import COMPLETE_FILE, is_complete
+    ref, out = tmp_path/"ref", tmp_path/"out"
+    run(cmd, *KILL, "--output-dir", ref)
+    # (a) killed after optimizer step 3, between the saves of steps 2 and 4
+    r = _run_env(cmd, *KILL, "--output-dir", out, fault="step:3")
+    eq(r.returncode, -9)
+    eq([p.name for p in sorted(out.glob("checkpoint-*"))], ["checkpoint-2"])
+    assert is_complete(out/"checkpoint-2") and not (out/COMPLETE_FILE).exists()
+    with pytest.raises(ValueError, match="incomplete"): load_model_and_tokenizer(out, device="cpu")  # no final model
+    # (b) resumed, then killed while checkpoint-4 is being written
+    r = _run_env(cmd, *KILL, "--output-dir", out, "--resume", fault="save:4")
+    eq(r.returncode, -9)
+    assert "checkpoint-2" in r.stdout, r.stdout
+    half = out/"checkpoint-4"
+    assert (half/weights).exists() and not (half/COMPLETE_FILE).exists()
+    with pytest.raises(ValueError, match="incomplete"): load_model_and_tokenizer(half, device="cpu")
+    opt = half/"optimizer.pt"  # stand for a kill in the middle of a file: cut the optimizer state short
+    opt.write_bytes(opt.read_bytes()[:opt.stat().st_size // 2])
+    # resumed again: checkpoint-4 is skipped (and removed), the run continues from checkpoint-2 and completes
+    r = run(cmd, *KILL, "--output-dir", out, "--resume")
+    assert "skipping checkpoint-4: incomplete" in r.stdout and "resuming from" in r.stdout, r.stdout
+    assert f"{out/'checkpoint-2'}" in r.stdout, r.stdout
+    eq(json.loads((out/"train_summary.json").read_text())["steps"], 6)
+    for d in (out, out/"checkpoint-4", out/"checkpoint-6"): assert is_complete(d), d
+    a, b = load_file(out/weights), load_file(ref/weights)
+    eq(sorted(a), sorted(b))
+    for k in a: assert torch.equal(a[k], b[k]), k  # bitwise equal on the CPU
+    load_model_and_tokenizer(out, device="cpu")
+
+
+@pytest.mark.parametrize("name,cls", [("full_sft.yaml", "TrainConfig"), ("lora.yaml", "LoraTrainConfig")])
+def test_shipped_configs_parse(root, name, cls):
+    "configs/*.yaml: every key is a field, parses to its value, and the reference's numbers are there."
+    import yaml
+    from medsft import train_full, train_lora
+    cls = getattr(train_lora if cls.startswith("Lora") else train_full, cls)
+    path = root/"configs"/name
+    cfg = train_full.parse_config(cls, ["--config", str(path), "--max-steps", "3"])
+    for k, v in yaml.safe_load(path.read_text(encoding="utf-8")).items():
+        got = getattr(cfg, k)
+        eq(getattr(got, "value", got), v)
+    eq((cfg.max_steps, cfg.gradient_accumulation_steps, cfg.num_train_epochs, cfg.save_steps), (3, 4, 2, 400))
+    eq(cfg.gradient_checkpointing, True)
+
+
+LOAD_PLAIN = r'''
+import json, sys
+from pathlib import Path
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from peft import PeftModel
+for d in map(Path, sys.argv[1:]):
+    tok = AutoTokenizer.from_pretrained(d)
+    if (d/"adapter_config.json").exists():
+        base = json.loads((d/"adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+        m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), d)
+    else: m = AutoModelForCausalLM.from_pretrained(d)
+    ids = tok.apply_chat_template([{"role": "user", "content": "头痛怎么办？"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    out = m.generate(**ids, max_new_tokens=4, do_sample=False)
+    print(json.dumps(dict(folder=str(d), new=out.shape[1] - ids["input_ids"].shape[1], use_cache=m.config.use_cache,
+                          eos=m.generation_config.eos_token_id)))
+'''
+SERVING = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"]
+RESUME_ONLY = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"}
+
+
+def test_folders_are_inference_ready(tmp_path):
+    "Every folder medsft writes loads with plain transformers/PEFT and generates; it has what serving engines read."
+    full, lora, merged = tmp_path/"full", tmp_path/"lora", tmp_path/"merged"
+    run("medsft_train", *SMALL, "--max-steps", "2", "--output-dir", full)
+    run("medsft_train_lora", *SMALL, "--max-steps", "2", "--model", full, "--output-dir", lora)
+    run("medsft_merge", "--adapter-dir", lora, "--out-dir", merged)
+    folders = [full, full/"checkpoint-1", lora, lora/"checkpoint-1", merged]
+    for d in folders:
+        names = {p.name for p in d.iterdir() if p.is_file()}
+        weights = ["adapter_config.json", "adapter_model.safetensors"] if d.parent == lora or d == lora else \
+                  ["config.json", "model.safetensors"]
+        for f in SERVING + weights: assert f in names, (d, f)
+        if d.name.startswith("checkpoint-"): assert RESUME_ONLY - {"training_args.bin"} <= names, d
+        else: eq(RESUME_ONLY & names, set())                                   # nothing training-only
+        gen = json.loads((d/"generation_config.json").read_text())
+        eq(gen["eos_token_id"], [IM_END_ID, 151643])
+        if "config.json" in names:
+            c = json.loads((d/"config.json").read_text())
+            eq((c["use_cache"], c["architectures"]), (True, ["Qwen3ForCausalLM"]))
+    r = subprocess.run([sys.executable, "-c", LOAD_PLAIN, *map(str, folders)], capture_output=True, text=True,
+                       env={**ENV, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    eq(len(res), len(folders))
+    for x in res: eq((x["new"] > 0, x["use_cache"], x["eos"]), (True, True, [IM_END_ID, 151643]))
