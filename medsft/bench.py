@@ -17,6 +17,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, DataCollatorForSeq2S
 from transformers.trainer_utils import SaveStrategy
 
 from . import speed, train_full
+from .cli import command
 from .data import DEFAULT_SYSTEM_PROMPT, load_rows, shared_dir, split_rows, to_messages, tokenize_rows, validate_rows
 from .model import load_tokenizer, tiny_qwen3
 
@@ -273,12 +274,12 @@ def _cpu_name()->str:
         return platform.processor()
 
 # %% ../nbs/02b_bench.ipynb #d9996a12
-def medsft_bench(argv:list=None): # command-line words; None: `sys.argv[1:]`
+@command(spec=BenchConfig)
+def medsft_bench(cfg:BenchConfig, # the settings: `--config FILE`, then the flags
+                ):
     "Benchmark SFT paths on the same rows and steps (reference `Trainer`, medsft, the fast levers, TRL); prints JSON."
-    def run(cfg):
-        res = run_bench(cfg)
-        text = json.dumps(res, indent=1)
-        if cfg.output: Path(cfg.output).write_text(text, encoding="utf-8")
-        print(text)
-        return res
-    return train_full.cli_main(BenchConfig, run, "medsft_bench", argv)
+    res = run_bench(cfg)
+    text = json.dumps(res, indent=1)
+    if cfg.output: Path(cfg.output).write_text(text, encoding="utf-8")
+    print(text)
+    return res

@@ -45,7 +45,8 @@ def flags_of(spec)->list[Flag]: # one `Flag` per parameter or `init` field, in o
         if not f.init or f.name.startswith("_"): continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         out.append(Flag(f.name, hints.get(f.name, f.type), None if default is dataclasses.MISSING else default,
-                        docs.get(f.name) or f.metadata.get("help") or "", default is dataclasses.MISSING))
+                        docs.get(f.name) or f.metadata.get("help", "").replace("%%", "%"),
+                        default is dataclasses.MISSING))
     return out
 
 # %% ../nbs/00a_cli.ipynb #770a239c
@@ -114,12 +115,11 @@ def parse_command(spec, # a function or a config dataclass
                   argv:list=None, # command-line words; None: `sys.argv[1:]`
                   prog:str=None, # the command name
                   short:dict=None, # short flags
-                 )->dict: # field -> value: defaults, then the `--config` file, then the flags
-    "Parse `argv` into the values of `spec`'s fields."
+                 )->dict: # field -> value given by the `--config` file or the flags (these win); defaults left out
+    "Parse `argv` into the values of `spec`'s fields that were given; `spec`'s own defaults fill the rest."
     given = vars(build_parser(spec, prog, short).parse_args(argv))
-    values = {f.name: f.default for f in flags_of(spec) if not f.required}
-    if cfg := given.pop("config", None): values |= read_config(cfg, spec)
-    return values | given
+    cfg = given.pop("config", None)
+    return (read_config(cfg, spec) if cfg else {}) | given
 
 # %% ../nbs/00a_cli.ipynb #dfa698e5
 def utf8_stdio():

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 import transformers
-from fastcore.script import call_parse
 from tokenizers import AddedToken, normalizers
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
                           PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM)
@@ -25,6 +24,7 @@ from transformers.convert_slow_tokenizer import TikTokenConverter
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from .cli import command
 from .data import cache_dir, modelscope_unreachable
 
 # %% ../nbs/01_model.ipynb #acd27ed8
@@ -414,13 +414,11 @@ def load_model_and_tokenizer(path_or_id, # `TINY`, a model/checkpoint/adapter fo
     return model, tok
 
 # %% ../nbs/01_model.ipynb #0f5c92fe
-@call_parse
+@command()
 def medsft_download(model_id:str="Qwen/Qwen3-1.7B", # ModelScope model id
                     local_dir:str=None, # target folder; default: ModelScope's name, e.g. ./Qwen/Qwen3-1___7B
                     revision:str=None, # branch, tag or commit (default: master)
                    ):
     "Download a model from ModelScope into a local folder (resumes an interrupted download)."
-    try: print(download_model(model_id, local_dir, revision))
-    except (ConnectionError, ValueError) as e:
-        print(f"medsft_download: {e}", file=sys.stderr)
-        sys.exit(2)
+    print(path := download_model(model_id, local_dir, revision))
+    return path

@@ -15,7 +15,8 @@ import torch
 from peft import LoraConfig, TaskType, get_peft_model
 
 from .model import finish_folder, load_model_and_tokenizer
-from .train_full import TrainConfig, cli_main, run_sft
+from .cli import command
+from .train_full import TrainConfig, run_sft
 
 # %% ../nbs/03_train_lora.ipynb #5a1c75dc
 QWEN3_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # every linear layer in a block
@@ -76,23 +77,17 @@ def merge_adapter(adapter_dir, # an adapter folder (final or `checkpoint-N`)
     return finish_folder(out_dir, tokenizer, base_dir)
 
 # %% ../nbs/03_train_lora.ipynb #03bd3fa6
-def medsft_train_lora(argv:list=None): # command-line words; None: `sys.argv[1:]`
+@command(spec=LoraTrainConfig)
+def medsft_train_lora(config:LoraTrainConfig, # the run settings: `--config FILE`, then the flags
+                     ):
     "LoRA SFT of Qwen3 on question/think/answer rows (the reference `train_lora.py`); flags: `LoraTrainConfig` fields."
-    cli_main(LoraTrainConfig, train_lora, "medsft_train_lora", argv)
+    return train_lora(config)
 
-@dataclass
-class _MergeArgs:
+@command()
+def medsft_merge(adapter_dir:str, # adapter folder: a LoRA run's output or one of its checkpoint-N folders
+                 out_dir:str, # where the merged model goes
+                 base:str=None, # base model folder or id; default: the path recorded in adapter_config.json
+                ):
     "Merge a LoRA adapter into its base model and save a full model folder (in the base model's dtype)."
-    adapter_dir:str=None # adapter folder: a LoRA run's output or one of its checkpoint-N folders
-    out_dir:str=None # where the merged model goes
-    base:str=None # base model folder or id; default: the path recorded in adapter_config.json
-
-def _merge(a:_MergeArgs)->Path:
-    if not (a.adapter_dir and a.out_dir): raise ValueError("--adapter-dir and --out-dir are required")
-    out = merge_adapter(a.adapter_dir, a.out_dir, a.base)
-    print(out)
+    print(out := merge_adapter(adapter_dir, out_dir, base))
     return out
-
-def medsft_merge(argv:list=None): # command-line words; None: `sys.argv[1:]`
-    "Merge a LoRA adapter into its base model; flags: `--adapter-dir`, `--out-dir`, `--base`."
-    cli_main(_MergeArgs, _merge, "medsft_merge", argv)

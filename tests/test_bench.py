@@ -16,14 +16,14 @@ SHORT = ["--steps", "1", "--batch", "2", "--max-length", "256", "--data", "sampl
 
 
 def test_help(capsys):
-    with pytest.raises(SystemExit) as e: medsft_bench(["--help"])
+    with pytest.raises(SystemExit) as e: medsft_bench.main(["--help"])
     eq(e.value.code, 0)
     out = capsys.readouterr().out
     for f in ("--max-length", "--runs", "--repeats", "--config", "optimizer steps per run"): assert f in out, f
 
 
 def test_bad_flag_exits_2(capsys):
-    with pytest.raises(SystemExit) as e: medsft_bench(["--runs", "reference,nope"])
+    with pytest.raises(SystemExit) as e: medsft_bench.main(["--runs", "reference,nope"])
     eq(e.value.code, 2)
     err = capsys.readouterr().err.strip()
     assert err.startswith("medsft_bench: error:") and "nope" in err and "\n" not in err, err
@@ -33,7 +33,7 @@ def test_short_run(tmp_path, capsys):
     "Every path trains; the JSON has the measurements; `fast` learns exactly what `reference` learns."
     trl = pytest.importorskip("trl")
     out = tmp_path/"bench.json"
-    medsft_bench(SHORT + ["--output", str(out)])
+    medsft_bench.main(SHORT + ["--output", str(out)])
     res = json.loads(out.read_text())
     printed = capsys.readouterr().out
     eq(json.loads(printed[printed.index("{\n"):]), res)  # the JSON printed last is the JSON written

@@ -62,7 +62,7 @@ def test_full_sft_0_6b_shape(shared, tmp_path):
                          learning_rate=1e-5, progress=False, swanlab_mode="disabled")
         s = json.loads((Path(out)/"train_summary.json").read_text(encoding="utf-8"))
         result = dict(phase="full SFT 0.6B, 3 steps", seconds=round(time.time() - t0, 1), steps=s["steps"],
-                      train_loss=s["train_loss"], tokens=s["tokens"])
+                      train_loss=s["train_loss_mean"], tokens=s["tokens"])
     """, tmp_path)
     eq(res["steps"], 3)
     assert 10 < res["train_loss"] < 13, res  # a random model: about ln(151936) = 11.9
@@ -82,7 +82,7 @@ def test_lora_1_7b_shape_merge_answer(shared, tmp_path):
                          progress=False, swanlab_mode="disabled")
         s = json.loads((Path(out)/"train_summary.json").read_text(encoding="utf-8"))
         result = dict(phase="LoRA 1.7B, 2 steps", seconds=round(time.time() - t0, 1), steps=s["steps"],
-                      train_loss=s["train_loss"])
+                      train_loss=s["train_loss_mean"])
     """, tmp_path)
     eq(res["steps"], 2)
     assert (tmp_path/"lora"/"adapter_model.safetensors").exists()

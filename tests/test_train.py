@@ -6,6 +6,7 @@ import pytest
 import torch
 from fastcore.test import test_eq as eq, test_close as close
 
+from medsft.cli import parse_command
 from medsft.data import read_jsonl, shared_dir, write_jsonl
 from medsft.model import IM_END_ID, TINY, load_model_and_tokenizer
 
@@ -168,7 +169,7 @@ def test_shipped_configs_parse(root, name, cls):
     from medsft import train_full, train_lora
     cls = getattr(train_lora if cls.startswith("Lora") else train_full, cls)
     path = root/"configs"/name
-    cfg = train_full.parse_config(cls, ["--config", str(path), "--max-steps", "3"])
+    cfg = cls(**parse_command(cls, ["--config", str(path), "--max-steps", "3"]))
     for k, v in yaml.safe_load(path.read_text(encoding="utf-8")).items():
         got = getattr(cfg, k)
         eq(getattr(got, "value", got), v)
