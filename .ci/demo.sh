@@ -20,7 +20,7 @@ step "2/5 base model: a tiny random Qwen3 with the real Qwen3 tokenizer (medsft.
 python -c "from medsft.model import tiny_qwen3; print(tiny_qwen3('$out/base', tie_word_embeddings=False))"
 
 common=(--train-file "$out/data/train.jsonl" --val-file "$out/data/val.jsonl" --max-length 512
-        --per-device-train-batch-size 4 --gradient-accumulation-steps 1 --no-gradient-checkpointing
+        --per-device-train-batch-size 4 --gradient-accumulation-steps 1 --no-activation-checkpointing
         --lr-scheduler-type constant --logging-steps 20 --num-predict 0)
 step "3/5 full-parameter SFT (medsft_train)"
 medsft_train "${common[@]}" --model "$out/base" --output-dir "$out/full" --max-steps 80 --learning-rate 3e-3 \

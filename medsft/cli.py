@@ -143,7 +143,9 @@ def command(spec=None, # a config dataclass; None: the decorated function's own 
                 sys.exit(2)
             except KeyboardInterrupt: sys.exit(130)
         @wraps(func)
-        def _f(*args, **kwargs): return func(*args, **kwargs) if args or kwargs else main()
+        def _f(*args, **kwargs):
+            if args or kwargs: return func(*args, **kwargs)  # called from Python
+            main()  # a console script: its wrapper passes the return value to sys.exit, so return None (exit 0)
         _f.main, _f.parser, _f.spec = main, (lambda: build_parser(target, prog, short)), target
         return _f
     return deco
