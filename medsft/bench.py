@@ -26,7 +26,7 @@ from .model import load_tokenizer, tiny_qwen3
 class BenchConfig:
     "Settings of `medsft_bench`: the same rows and optimizer steps through each training path."
     model:str=None # model folder; None: a random-init tiny Qwen3 of the sizes below
-    config:str=None # a `config.json` to random-initialise instead, e.g. ../shared/qwen3/config-1.7B.json (GPU runs)
+    model_config:str=None # a `config.json` to random-initialise instead, e.g. ../shared/qwen3/config-1.7B.json (GPU runs)
     data:str=None # rows (`load_rows` source); None: ../shared's reference val.jsonl, else the built-in `sample`
     max_length:int=512 # tokens per row
     steps:int=30 # optimizer steps per run
@@ -54,10 +54,10 @@ def _setup(cfg:BenchConfig, work:Path)->dict:
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     autocast = speed.autocast_dtype(device, cfg.dtype)
     if cfg.model: folder = Path(cfg.model)
-    elif cfg.config:
+    elif cfg.model_config:
         torch.manual_seed(cfg.seed)
         folder = work/"model"
-        AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cfg.config)).save_pretrained(folder)
+        AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cfg.model_config)).save_pretrained(folder)
     else:
         sizes = {k: getattr(cfg, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                                                "num_key_value_heads", "head_dim", "tie_word_embeddings")}

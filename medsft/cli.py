@@ -6,7 +6,7 @@
 __all__ = ['Flag', 'flags_of', 'build_parser', 'read_config', 'parse_command', 'utf8_stdio', 'command']
 
 # %% ../nbs/00a_cli.ipynb #919acc8b
-import argparse, dataclasses, difflib, enum, inspect, json, os, sys, types, typing
+import argparse, dataclasses, difflib, enum, inspect, json, os, sys, textwrap, types, typing
 from functools import wraps
 from pathlib import Path
 from fastcore.docments import docments
@@ -63,6 +63,11 @@ def _convert(t)->tuple: # (type, nargs, choices)
     if t in (int, float, bool): return t, None, None
     return str, None, None
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    "Help text wrapped between words only: a URL or a hyphenated word is never cut, so docments read as written."
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_long_words=False, break_on_hyphens=False)
+
 class _Parser(argparse.ArgumentParser):
     "An `ArgumentParser` whose usage errors are one line on stderr (exit 2)."
     def error(self, message):
@@ -73,7 +78,7 @@ def build_parser(spec, # a function with docments, or a config dataclass
                  short:dict=None, # short flags, e.g. `{"input": "-i"}`
                 )->argparse.ArgumentParser:
     "One option per field: `--dashed-name` shown in `--help`, `--underscored_name` accepted too."
-    p = _Parser(prog=prog, description=inspect.getdoc(spec), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog=prog, description=inspect.getdoc(spec), formatter_class=_Formatter)
     if dataclasses.is_dataclass(spec):
         p.add_argument("--config", help="a YAML or JSON file with the fields below; flags given here override it")
     for f in flags_of(spec):

@@ -19,7 +19,7 @@ def test_help(capsys):
     with pytest.raises(SystemExit) as e: medsft_bench.main(["--help"])
     eq(e.value.code, 0)
     out = capsys.readouterr().out
-    for f in ("--max-length", "--runs", "--repeats", "--config", "optimizer steps per run"): assert f in out, f
+    for f in ("--max-length", "--runs", "--repeats", "--model-config", "--config", "optimizer steps per run"): assert f in out, f
 
 
 def test_bad_flag_exits_2(capsys):
