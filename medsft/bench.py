@@ -244,6 +244,7 @@ def run_bench(cfg:BenchConfig=None, # the settings; None: the defaults
     if cfg.threads: torch.set_num_threads(cfg.threads)
     names = [n.strip() for n in cfg.runs.split(",") if n.strip()]
     if bad := set(names) - set(PATHS): raise ValueError(f"unknown runs {sorted(bad)}: use {', '.join(PATHS)}")
+    if cfg.model and not Path(cfg.model).is_dir(): raise FileNotFoundError(f"{cfg.model}: no such model folder")
     try: import trl
     except ImportError:
         if "trl" in names: print("medsft_bench: trl is not installed (pip install medsft[bench]): skipping it", file=sys.stderr)
