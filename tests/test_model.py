@@ -17,7 +17,7 @@ def _run(*args, env=None, timeout=120):
 def test_download_help():
     r = _run("medsft_download", "--help")
     eq(r.returncode, 0)
-    for flag in ("--model_id", "--local_dir", "--revision"): assert flag in r.stdout, r.stdout
+    for flag in ("--model-id", "--local-dir", "--revision"): assert flag in r.stdout, r.stdout
 
 
 def test_download_offline_fails_fast(tmp_path):
@@ -25,7 +25,7 @@ def test_download_offline_fails_fast(tmp_path):
     eq(r.returncode, 2)
     lines = r.stderr.strip().splitlines()
     eq(len(lines), 1)
-    assert lines[0].startswith("medsft_download: cannot reach ModelScope"), r.stderr
+    assert lines[0].startswith("medsft_download: error: cannot reach ModelScope"), r.stderr
     assert not (tmp_path / "m").exists()
 
 
