@@ -16,7 +16,7 @@ from fastcore.docments import docments
 class Flag:
     "One option of a command: the field it fills, its type, default and help text."
     name: str # the field or parameter name, e.g. `max_length`
-    type: object = str # annotation: int, float, str, bool, `list[str]`, `int | None`, a `Literal` or an `Enum`
+    type: object = str # annotation: int, float, str, bool, `list[str]`, `int | None`, `Literal`, `Enum`
     default: object = None # used when the flag is absent
     help: str = "" # the docment (or a dataclass field's `metadata["help"]`)
     required: bool = False # no default: the flag must be given
@@ -38,15 +38,17 @@ def flags_of(spec)->list[Flag]: # one `Flag` per parameter or `init` field, in o
     except Exception: hints = {}
     if not dataclasses.is_dataclass(spec):
         empty = inspect.Parameter.empty
-        return [Flag(n, hints.get(n, str if d.anno is empty else d.anno), None if d.default is empty else d.default,
-                     d.docment or "", d.default is empty) for n, d in docs.items()]
+        return [Flag(n, hints.get(n, str if d.anno is empty else d.anno),
+                     None if d.default is empty else d.default, d.docment or "", d.default is empty)
+                for n, d in docs.items()]
     out = []
     for f in dataclasses.fields(spec):
         if not f.init or f.name.startswith("_"): continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        out.append(Flag(f.name, hints.get(f.name, f.type), None if default is dataclasses.MISSING else default,
+        missing = default is dataclasses.MISSING
+        out.append(Flag(f.name, hints.get(f.name, f.type), None if missing else default,
                         docs.get(f.name) or f.metadata.get("help", "").replace("%%", "%"),
-                        default is dataclasses.MISSING))
+                        missing))
     return out
 
 # %% ../nbs/00a_cli.ipynb #770a239c
@@ -64,7 +66,7 @@ def _convert(t)->tuple: # (type, nargs, choices)
     return str, None, None
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
-    "Help text wrapped between words only: a URL or a hyphenated word is never cut, so docments read as written."
+    "Help text wrapped between words only: URLs and hyphenated words stay whole, docments read as written."
     def _split_lines(self, text, width):
         return textwrap.wrap(" ".join(text.split()), width, break_long_words=False, break_on_hyphens=False)
 
@@ -80,15 +82,16 @@ def build_parser(spec, # a function with docments, or a config dataclass
     "One option per field: `--dashed-name` shown in `--help`, `--underscored_name` accepted too."
     p = _Parser(prog=prog, description=inspect.getdoc(spec), formatter_class=_Formatter)
     if dataclasses.is_dataclass(spec):
-        p.add_argument("--config", help="a YAML or JSON file with the fields below; flags given here override it")
+        p.add_argument("--config", help="a YAML or JSON file with the fields below; flags override it")
     for f in flags_of(spec):
         t, nargs, choices = _convert(f.type)
-        text = f.help.replace("%", "%%") + ("" if f.default is None else f" (default: {f.default})".replace("%", "%%"))
+        text = (f.help + ("" if f.default is None else f" (default: {f.default})")).replace("%", "%%")
         kw = dict(dest=f.name, default=argparse.SUPPRESS, required=f.required)
         if t is bool: kw |= dict(action=argparse.BooleanOptionalAction)
         else: kw |= dict(type=t, nargs=nargs, choices=choices, metavar=f.name.upper(),
                          **({"action": "extend"} if nargs else {}))
-        shown = [*([(short or {})[f.name]] if f.name in (short or {}) else []), "--" + f.name.replace("_", "-")]
+        shown = [short[f.name]] if f.name in (short or {}) else []
+        shown.append("--" + f.name.replace("_", "-"))
         p.add_argument(*shown, help=text, **kw)
         if "_" in f.name: p.add_argument("--" + f.name, help=argparse.SUPPRESS, **{**kw, "required": False})
     return p
@@ -106,21 +109,23 @@ def read_config(path, # a `.yaml`/`.yml` or `.json` file holding one mapping
             import yaml
             data = yaml.safe_load(text)
         else: data = json.loads(text)
-    except Exception as e: raise ValueError(f"{path}: not valid {path.suffix[1:]} ({' '.join(str(e).split())})") from None
+    except Exception as e:
+        raise ValueError(f"{path}: not valid {path.suffix[1:]} ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict): raise ValueError(f"{path}: expected a mapping of field names to values")
     if spec is not None:
         names = [f.name for f in flags_of(spec)]
         for k in data:
             if k not in names:
                 near = difflib.get_close_matches(str(k), names, n=1)
-                raise ValueError(f"{path}: unknown field {k!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                raise ValueError(f"{path}: unknown field {k!r}{hint}")
     return data
 
 def parse_command(spec, # a function or a config dataclass
                   argv:list=None, # command-line words; None: `sys.argv[1:]`
                   prog:str=None, # the command name
                   short:dict=None, # short flags
-                 )->dict: # field -> value given by the `--config` file or the flags (these win); defaults left out
+                 )->dict: # field -> value from the `--config` file, then the flags; defaults left out
     "Parse `argv` into the values of `spec`'s fields that were given; `spec`'s own defaults fill the rest."
     given = vars(build_parser(spec, prog, short).parse_args(argv))
     cfg = given.pop("config", None)
@@ -128,14 +133,14 @@ def parse_command(spec, # a function or a config dataclass
 
 # %% ../nbs/00a_cli.ipynb #dfa698e5
 def utf8_stdio():
-    "Write UTF-8 to stdout and stderr whatever the console's encoding (gbk on Windows, `PYTHONIOENCODING=ascii`)."
+    "Write UTF-8 to stdout and stderr whatever the console's encoding (gbk, `PYTHONIOENCODING=ascii`)."
     for s in (sys.stdout, sys.stderr):
         if hasattr(s, "reconfigure"): s.reconfigure(encoding="utf-8", errors="replace")
 
 def command(spec=None, # a config dataclass; None: the decorated function's own parameters
             short:dict=None, # short flags, e.g. `{"checkpoint": "-c"}`
            ): # a decorator
-    "Make a function a console script: flags from `spec`; user errors (`OSError`, `ValueError`, `ImportError`) exit 2."
+    "Make a function a console script: flags from `spec`; `OSError`, `ValueError`, `ImportError` exit 2."
     def deco(func):
         target, prog = spec or func, func.__name__
         def main(argv:list=None): # command-line words; None: `sys.argv[1:]`
@@ -150,7 +155,7 @@ def command(spec=None, # a config dataclass; None: the decorated function's own 
         @wraps(func)
         def _f(*args, **kwargs):
             if args or kwargs: return func(*args, **kwargs)  # called from Python
-            main()  # a console script: its wrapper passes the return value to sys.exit, so return None (exit 0)
+            main()  # a console script: its wrapper passes the result to sys.exit, so return None
         _f.main, _f.parser, _f.spec = main, (lambda: build_parser(target, prog, short)), target
         return _f
     return deco

@@ -36,12 +36,12 @@ class TooLongError(DataError):
 def render_assistant(think:str, # reasoning text, "" for a non-thinking row
                      answer:str, # the answer
                     )->str:
-    "Assistant text as Qwen3 renders the final turn: `<think>\\n{think}\\n</think>\\n\\n{answer}`, or `answer`."
+    "Assistant text as Qwen3 renders the last turn: `<think>\\n{think}\\n</think>\\n\\n{answer}`, or `answer`."
     think = (think or "").strip("\n")
     return f"<think>\n{think}\n</think>\n\n{answer.lstrip(chr(10))}" if think.strip() else answer
 
 def parse_assistant(text:str, # an assistant turn or generated text (special tokens removed)
-                    strip:bool=True, # strip all surrounding whitespace; False: only the newlines the template strips
+                    strip:bool=True, # strip all surrounding whitespace; False: only the template's newlines
                    )->dict: # think (str), answer (str), closed (False when a `<think>` was never closed)
     "Split assistant text into think and answer with the rule of Qwen3's chat template."
     if "</think>" in text:
@@ -67,7 +67,7 @@ def shared_dir(required:bool=False, # raise `FileNotFoundError` when missing (al
     return None
 
 def register_shared_magic():
-    "Register the cell magic `%%shared`: run the cell when `shared_dir()` finds `../shared`, else skip it with a note."
+    "Register the cell magic `%%shared`: run the cell when `shared_dir()` finds `../shared`, else skip it."
     from IPython import get_ipython
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.core.magic import register_cell_magic
@@ -269,7 +269,7 @@ def modelscope_unreachable(timeout:float=10.0, # seconds for DNS + TCP connect
     return res[0]
 
 def _write_cache(rows:list, path:Path):
-    "Write rows to `path` atomically (temporary file, then rename), then a `.meta.json` with their count and hash."
+    "Write rows to `path` atomically (temporary file, then rename), then a `.meta.json` with count and hash."
     tmp = write_jsonl(rows, path.with_name(path.name + f".tmp{os.getpid()}"))
     meta = {"rows": len(rows), "sha256": hashlib.sha256(tmp.read_bytes()).hexdigest()}
     os.replace(tmp, path)
@@ -283,7 +283,8 @@ def _cache_problem(path:Path)->str|None:
     if not meta.exists(): return "no .meta.json: the download was interrupted"
     try: want = json.loads(meta.read_text(encoding="utf-8"))
     except ValueError: return "unreadable .meta.json"
-    if hashlib.sha256(path.read_bytes()).hexdigest() != want.get("sha256"): return "checksum differs from .meta.json"
+    if hashlib.sha256(path.read_bytes()).hexdigest() != want.get("sha256"):
+        return "checksum differs from .meta.json"
     return None
 
 def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
@@ -365,7 +366,7 @@ class DataReport:
     source: str = "" # where the rows came from
     extra: dict = field(default_factory=dict) # split counts and length statistics added by `prepare_data`
     files: dict = field(default_factory=dict) # name -> path of the files `prepare_data` wrote
-    split: dict = field(default_factory=dict) # "train"/"val" -> input positions of the kept rows (`load_split`)
+    split: dict = field(default_factory=dict) # "train"/"val" -> input positions of kept rows (`load_split`)
 
     def add(self, problem, i): self.problems.setdefault(problem, []).append(i)
     @property
@@ -408,7 +409,8 @@ def _field_problem(v)->str|None:
 def _row_problems(r)->list[str]:
     "Problems of one normalised row, in the order they are checked."
     q, t, a = r.get("question"), r.get("think"), r.get("answer")
-    found = {_field_problem(q), _field_problem(a), "bad_type" if not (t is None or isinstance(t, str)) else None}
+    bad_think = "bad_type" if not (t is None or isinstance(t, str)) else None
+    found = {_field_problem(q), _field_problem(a), bad_think}
     if p := next((p for p in ("bad_type", "missing", "empty") if p in found), None): return [p]
     texts = (q, t or "", a)  # question and answer are non-empty strings from here on
     p = [] if (t or "").strip() else ["no_think"]
@@ -478,7 +480,7 @@ def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
 def check_rows(rows:list, # rows (dicts) as read from `where`
                fields:tuple=("question",), # fields that must be non-empty strings
                where:str="rows", # the file name, for messages
-               lines:list|None=None, # 1-based line of each row in `where` (`read_jsonl(..., with_lines=True)`)
+               lines:list|None=None, # 1-based line of each row in `where` (`read_jsonl(with_lines=True)`)
                skip:bool=False, # drop bad rows and report them instead of raising `DataError`
               )->tuple[list, DataReport]: # (good rows, report: `dropped` maps row index -> reason)
     "Check the fields a command needs before any expensive work; `DataError` naming file:line and field."
@@ -541,7 +543,8 @@ def load_split(source, # anything `load_rows` reads
     rows = load_rows(source, columns, encoding, skip_bad_lines, report=rep, refresh=refresh)
     kept, rep = validate_rows(rows, tokenizer, max_length, policies, system, report=rep)
     by_idx = dict(zip(rep.kept, kept))
-    rep.split = {k: [i for i in idx if i in by_idx] for k, idx in zip(("train", "val"), split_indices(len(rows), val_frac, seed))}
+    parts = zip(("train", "val"), split_indices(len(rows), val_frac, seed))
+    rep.split = {k: [i for i in idx if i in by_idx] for k, idx in parts}
     rep.extra |= {f"n_{k}": len(v) for k, v in rep.split.items()}
     return [by_idx[i] for i in rep.split["train"]], [by_idx[i] for i in rep.split["val"]], rep
 
