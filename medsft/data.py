@@ -4,13 +4,14 @@
 
 # %% ../nbs/00_data.ipynb #4f3ef04e
 from __future__ import annotations
-import codecs, csv, hashlib, io, json, math, os, random, re, socket, sys, threading, warnings
+import codecs, csv, hashlib, inspect, io, json, math, os, random, re, socket, sys, threading, warnings
 from dataclasses import dataclass, field, asdict
 from importlib import resources
 from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 from fastcore.basics import patch
+from fastcore.meta import delegates
 from urllib.parse import urlparse
 from .cli import command
 
@@ -747,25 +748,21 @@ def length_summary(df:pd.DataFrame, # from `token_lengths`
     return s
 
 # %% ../nbs/00_data.ipynb #98fb7af7
+@delegates(load_split)
 def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", list of rows or HF dataset
                  out_dir=".", # output folder
-                 val_frac:float=0.1, # validation share; 0.1 reproduces the reference
-                 seed:int=42, # shuffle seed; 42 reproduces the reference
-                 columns:dict|None=None, # column mapping, see `normalize_rows`
-                 encoding:str="utf-8", # text encoding of local files
-                 skip_bad_lines:bool=False, # skip unparsable JSONL lines
-                 policies:dict|None=None, # per-problem policies, see `validate_rows`
-                 tokenizer=None, # if given, over-length rows are reported and length statistics added
-                 max_length:int=2048, # tokens, for the over-length check
-                 system:str=DEFAULT_SYSTEM_PROMPT, # system prompt of the format/messages files
-                 refresh:bool=False, # ModelScope: download again instead of using the cached copy
+                 **kwargs, # `load_split`'s options (`val_frac`, `seed`, ..., `tokenizer`: also length statistics)
                 )->DataReport: # the report; `extra` holds the counts and the file paths
     "Load, validate, split and write train/val files in raw, reference-format and chat-messages form."
     out = Path(out_dir)
     if isinstance(source, (str, Path)) and Path(source).is_dir() and Path(source).resolve() == out.resolve():
         raise DataError(f"out_dir {out} is the source folder: a second run would read its own output files")
-    train, val, rep = load_split(source, val_frac, seed, columns, encoding, skip_bad_lines, policies, tokenizer,
-                                 max_length, system, refresh)
+    bound = inspect.signature(load_split).bind(source, **kwargs)
+    bound.apply_defaults()  # one set of defaults: `load_split`'s
+    a = bound.arguments
+    train, val, rep = load_split(**a)
+    val_frac, seed, tokenizer, max_length, system = (a[k] for k in ("val_frac", "seed", "tokenizer", "max_length",
+                                                                    "system"))
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise DataError(f"cannot create out_dir {out}: {e.strerror or e}") from None
     files = {}
@@ -811,8 +808,9 @@ def medsft_data(source:str=DEFAULT_DATASET, # file or folder (.jsonl/.json/.csv/
         from transformers import AutoTokenizer
         try: tk = AutoTokenizer.from_pretrained(tokenizer)
         except Exception as e: raise DataError(f"cannot load tokenizer {tokenizer!r}: {e}") from None
-    rep = prepare_data(source, out_dir, val_frac, seed, _parse_kv(columns, "columns"), encoding, skip_bad_lines,
-                       _parse_kv(policies, "policies"), tk, max_length, refresh=refresh)
+    rep = prepare_data(source, out_dir, val_frac=val_frac, seed=seed, columns=_parse_kv(columns, "columns"),
+                       encoding=encoding, skip_bad_lines=skip_bad_lines, policies=_parse_kv(policies, "policies"),
+                       tokenizer=tk, max_length=max_length, refresh=refresh)
     print(f"source: {rep.source}")
     print(rep.summary())
     print(f"wrote {', '.join(Path(p).name for p in rep.files.values())} to {out_dir}")

@@ -136,7 +136,8 @@ def _record(self:Predictor, ids:list)->dict:
     stop = next((j for j, t in enumerate(ids) if t in self.eos_token_id), None)
     ids = ids if stop is None else ids[:stop + 1]
     text = self.tokenizer.decode(ids, skip_special_tokens=True)
-    return dict(text=text, **parse_response(text, stopped=stop is not None), stopped=stop is not None, new_tokens=len(ids))
+    return dict(text=text, **parse_response(text, stopped=stop is not None), stopped=stop is not None,
+                stop_token_id=None if stop is None else ids[stop], new_tokens=len(ids))
 
 @patch
 def generate(self:Predictor,

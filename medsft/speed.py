@@ -5,16 +5,19 @@
 # %% auto #0
 __all__ = ['cpu_flags', 'native_bf16', 'autocast_dtype', 'linear_cross_entropy', 'SFTTrainer', 'pack_collator',
            'packed_logits_gap', 'free_memory', 'step_memory', 'checkpointing_needed', 'fingerprint',
-           'tokenizer_fingerprint', 'cached_examples']
+           'tokenizer_fingerprint', 'tokenize_cached']
 
 # %% ../nbs/02a_speed.ipynb #774900fc
-import hashlib, json, os
+import hashlib, inspect, json, os
+from dataclasses import asdict
 from pathlib import Path
 
 import psutil
 import torch
 import torch.nn.functional as F
 from transformers import DataCollatorWithFlattening, Trainer
+
+from .data import DataReport, cache_dir, tokenize_rows
 
 # %% ../nbs/02a_speed.ipynb #0161db27
 def cpu_flags()->set: # the `flags` of /proc/cpuinfo; empty where that file does not exist (macOS, Windows)
@@ -100,14 +103,14 @@ def _output_layer(model):
 class SFTTrainer(Trainer):
     "A `Trainer` whose training loss computes the output layer only at labelled positions, in chunks."
     def __init__(self, *args,
-                 loss_chunk_size:int=1024, # positions per chunk of the output layer
+                 loss_chunk_size:int=1024, # positions per chunk of the output layer; None: the model's own loss
                  **kwargs): # `Trainer`'s arguments
         super().__init__(*args, **kwargs)
         self.loss_chunk_size = loss_chunk_size
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        parts = _output_layer(self.accelerator.unwrap_model(model))
-        if return_outputs or parts is None or "labels" not in inputs or self.label_smoother is not None:
+        parts = self.loss_chunk_size and _output_layer(self.accelerator.unwrap_model(model))
+        if return_outputs or not parts or "labels" not in inputs or self.label_smoother is not None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         decoder, weight = parts
         kw = {k: v for k, v in inputs.items() if k != "labels"}
@@ -188,17 +191,25 @@ def tokenizer_fingerprint(tokenizer)->str: # 16 hex digits
     vocab = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())
     return fingerprint(vocab, tokenizer.all_special_tokens, tokenizer.chat_template, tokenizer.padding_side)
 
-def cached_examples(build, # `build() -> list` of JSON-able examples, called on a cache miss
-                    key:dict, # everything the examples depend on (rows, tokenizer fingerprint, options)
-                    cache_dir=None, # folder of the cache files; None: `$MEDSFT_CACHE/examples` or ~/.cache/medsft/examples
-                   )->list:
-    "The examples for `key` from the cache, building and storing them on a miss."
-    folder = Path(cache_dir or Path(os.environ.get("MEDSFT_CACHE", Path.home()/".cache"/"medsft"))/"examples")
-    path = folder/f"{fingerprint(key)}.json"
-    if path.exists(): return json.loads(path.read_text(encoding="utf-8"))
-    examples = build()
-    folder.mkdir(parents=True, exist_ok=True)
-    part = path.with_suffix(f".{os.getpid()}.part")
-    part.write_text(json.dumps(examples), encoding="utf-8")
-    part.replace(path)
-    return examples
+def tokenize_cached(rows:list, # rows for `medsft.data.tokenize_rows`
+                    tokenizer, # the model's tokenizer (with its chat template)
+                    cache:bool=True, # read and write the cache; False: tokenize every time
+                    **kwargs, # `tokenize_rows` options: `max_length`, `truncation`, `system`, `empty_think`
+                   )->tuple: # (examples, `DataReport`), as `tokenize_rows` returns them
+    "`tokenize_rows`, its result kept under `cache_dir()/examples` in a file named by a hash of all it depends on."
+    code = Path(inspect.getsourcefile(tokenize_rows)).read_text(encoding="utf-8")  # a new medsft: a new key
+    key = dict(rows=fingerprint(rows), tokenizer=tokenizer_fingerprint(tokenizer), options=kwargs, code=fingerprint(code))
+    path = cache_dir()/"examples"/f"{fingerprint(key)}.json"
+    if cache and path.exists():
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            d["report"]["dropped"] = {int(k): v for k, v in d["report"]["dropped"].items()}
+            return d["examples"], DataReport(**d["report"])
+        except (ValueError, KeyError, TypeError): pass  # a damaged file: tokenize again and replace it
+    examples, rep = tokenize_rows(rows, tokenizer, **kwargs)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_suffix(f".{os.getpid()}.part")
+        part.write_text(json.dumps(dict(examples=examples, report=asdict(rep)), ensure_ascii=False), encoding="utf-8")
+        part.replace(path)  # atomic: a killed run leaves no half file under the real name
+    return examples, rep

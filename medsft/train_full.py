@@ -5,26 +5,24 @@
 # %% auto #0
 __all__ = ['TrainConfig', 'run_config', 'write_run_config', 'train_precision', 'check_output_dir', 'build_datasets',
            'MedsftTrainer', 'LossGuard', 'swanlab_mode', 'start_swanlab', 'prepare_model', 'build_trainer',
-           'generate_answers', 'plot_losses', 'run_sft', 'train_full', 'format_scores', 'reference_example',
-           'medsft_train']
+           'predict_rows', 'plot_losses', 'run_sft', 'train_full', 'format_scores', 'reference_example', 'medsft_train']
 
 # %% ../nbs/02_train_full.ipynb #93a4aa84
-import argparse, contextlib, enum, io, json, math, os, re, shutil, signal, statistics, sys, time, types, warnings
-from dataclasses import MISSING, dataclass, fields, replace
+import contextlib, io, json, math, os, shutil, signal, statistics, sys, time, warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, Union, get_args, get_origin, get_type_hints
 
 import torch
 import yaml
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
-from fastcore.docments import docments
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from .cli import command, parse_command
-from .data import (DEFAULT_SYSTEM_PROMPT, load_rows, load_split, row_key, tokenize_rows, to_messages,
-                         validate_rows)
+from .cli import command
+from .data import (DEFAULT_SYSTEM_PROMPT, load_rows, load_split, row_key, tokenize_rows, validate_rows)
+from .inference import Predictor
+from .speed import SFTTrainer, checkpointing_needed, pack_collator, tokenize_cached
 from .model import (COMPLETE_FILE, DEFAULT_BASE, IM_END_ID, PAD_ID, RUN_CONFIG, THINK_END_ID, TINY,
                           finish_folder, is_complete, load_model_and_tokenizer, mark_complete, pick_device)
 
@@ -52,30 +50,32 @@ class TrainConfig(TrainingArguments):
     overwrite:bool=False # train into a non-empty `output_dir`, deleting its `checkpoint-N` folders
     resume:bool=False # continue from the newest complete `checkpoint-N` in `output_dir` (steps, optimizer, scheduler)
     progress:bool=True # progress bars; False: plain log lines instead (log files, notebooks)
+    packing:bool=True # concatenate the rows of a forward pass into one padding-free sequence (`medsft.speed.pack_collator`); False: padded batches, as the reference
+    chunked_loss:bool=True # compute the output layer and the loss only at supervised positions, in chunks (`medsft.speed.SFTTrainer`); False: full logits
+    cache_tokenized:bool=True # keep tokenized rows on disk under `$MEDSFT_CACHE/examples` (`medsft.speed.tokenize_cached`)
     # `TrainingArguments` fields whose defaults differ: the reference train.py's values
     output_dir:str="./output/Qwen3-1.7B" # the final model; `checkpoint-N` folders go inside
-    per_device_train_batch_size:int=1 # rows per forward pass
+    per_device_train_batch_size:int=4 # rows per forward pass (reference: 1, with accumulation 4: the same 4 rows per step)
     per_device_eval_batch_size:int=1 # rows per evaluation forward pass
-    gradient_accumulation_steps:int=4 # forward passes per optimizer step
+    gradient_accumulation_steps:int=1 # forward passes per optimizer step (reference: 4)
     num_train_epochs:float=2 # passes over the training rows (ignored when `max_steps` > 0)
     learning_rate:float=1e-4 # peak learning rate (AdamW)
     eval_strategy:str="steps" # evaluate every `eval_steps` (turned off when there are no validation rows)
     eval_steps:float=100 # evaluate every this many optimizer steps
     logging_steps:float=10 # log loss, learning rate and grad norm every this many steps
     save_steps:float=400 # write `checkpoint-N` every this many steps (and at the end)
-    gradient_checkpointing:bool=None # recompute activations in the backward pass (less memory, about 30 percent slower); None: on
+    gradient_checkpointing:bool=None # recompute activations in the backward pass (less memory, about 30 percent slower); None: when one step would not fit in memory (`medsft.speed.checkpointing_needed`); reference: on
     run_name:str="qwen3-1.7B" # experiment name in SwanLab
     report_to:str="none" # transformers' own loggers: none (medsft starts SwanLab itself, see `swanlab_mode`)
     logging_nan_inf_filter:bool=False # False: a NaN or inf loss is logged as it is (and `LossGuard` reports it)
     include_num_input_tokens_seen:str="non_padding" # count the tokens trained on (summary, throughput)
 
     def __post_init__(self):
-        ac = "activation_checkpointing" in TrainingArguments.__dataclass_fields__  # transformers >= 5.x name
-        if self.gradient_checkpointing is None and getattr(self, "activation_checkpointing", None) is None:
-            setattr(self, "activation_checkpointing" if ac else "gradient_checkpointing", True)
+        by_need = self.gradient_checkpointing is None and getattr(self, "activation_checkpointing", None) is None
         if not self.use_cpu and pick_device(None, self.dtype)[0] == "cpu": self.use_cpu = True
         if not self.progress: self.disable_tqdm = True
-        super().__post_init__()
+        super().__post_init__()  # resolves an unset checkpointing to False: keep it unset, `prepare_model` decides
+        if by_need: self.gradient_checkpointing = self.activation_checkpointing = None
 
 # %% ../nbs/02_train_full.ipynb #07130d43
 def _yaml_value(k:str, v):
@@ -152,7 +152,8 @@ def _rows(source, what:str)->list:
     return rows
 
 def _examples(rows, tokenizer, cfg, what:str)->list:
-    ex, rep = tokenize_rows(rows, tokenizer, max_length=cfg.max_length, truncation=cfg.truncation, system=cfg.system)
+    ex, rep = tokenize_cached(rows, tokenizer, cfg.cache_tokenized, max_length=cfg.max_length,
+                              truncation=cfg.truncation, system=cfg.system)
     notes = ", ".join(f"{k} {v}" for k, v in rep.counts.items())
     print(f"{what}: {len(rows)} rows -> {len(ex)} examples" + (f" ({notes})" if notes else ""))
     return ex
@@ -199,8 +200,8 @@ def _fault(where:str, step:int):
 class _FaultAtStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs): _fault("step", state.global_step)
 
-class MedsftTrainer(Trainer):
-    "`Trainer` whose `checkpoint-N` folders are inference-ready and marked complete before old ones are rotated away."
+class MedsftTrainer(SFTTrainer):
+    "`SFTTrainer` (a `Trainer`) whose `checkpoint-N` folders load anywhere and are marked complete before rotation."
     def __init__(self, *args, base_model=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.base_model = base_model  # folder whose generation_config.json the checkpoints start from
@@ -257,11 +258,19 @@ def start_swanlab(cfg:TrainConfig, # `swanlab_mode`, `swanlab_project`, `run_nam
 
 # %% ../nbs/02_train_full.ipynb #28024ec4
 def prepare_model(model, # a causal LM
-                  cfg:TrainConfig, # `gradient_checkpointing`
+                  cfg:TrainConfig, # `gradient_checkpointing` (None: by need), `per_device_train_batch_size`, `max_length`
+                  autocast:str=None, # "bf16"/"fp16" halve the activations in the memory estimate
                  ):
-    "Set the model up for training: gradient checkpointing (non-reentrant, input gradients on), no KV cache."
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    "Set the model up for training: gradient checkpointing (non-reentrant, input gradients on) if set or needed, no KV cache."
+    need = cfg.gradient_checkpointing
+    if need is None:
+        tokens = cfg.per_device_train_batch_size * cfg.max_length  # the largest forward pass
+        need = checkpointing_needed(model, tokens, model.device, 2 if autocast else 4, not cfg.chunked_loss)
+        print(f"gradient checkpointing: {'on' if need else 'off'} (by memory need, {tokens:,} tokens per forward pass)")
+    if need:
+        on = getattr(model, "activation_checkpointing_enable", None)  # transformers 5's name
+        if on: on(activation_checkpointing_kwargs={"use_reentrant": False})
+        else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.config.use_cache = False
     return model
@@ -275,34 +284,28 @@ def build_trainer(cfg:TrainConfig, # the run settings
                   callbacks:list=(), # extra `TrainerCallback`s
                   base_model=None, # folder whose `generation_config.json` checkpoints start from
                  )->Trainer:
-    "The `MedsftTrainer` for `cfg` (its `TrainingArguments`, with the precision decided): -100 label padding."
+    "The `MedsftTrainer` for `cfg` (its `TrainingArguments`, with the precision decided): packed or -100-padded batches."
     args = replace(cfg, bf16=autocast == "bf16", fp16=autocast == "fp16", use_cpu=cfg.use_cpu or model.device.type == "cpu",
                    **({} if eval_ds else dict(eval_strategy="no", eval_on_start=False)))  # `cfg` is the `TrainingArguments`
+    collate = pack_collator() if cfg.packing else DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
     return MedsftTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds or None,
-                         processing_class=tokenizer, data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
-                         callbacks=list(callbacks), base_model=base_model)
+                         processing_class=tokenizer, data_collator=collate, callbacks=list(callbacks),
+                         base_model=base_model, loss_chunk_size=1024 if cfg.chunked_loss else None)
 
 # %% ../nbs/02_train_full.ipynb #e6cb4c05
-@torch.no_grad()
-def generate_answers(model, # a causal LM
-                     tokenizer, # its tokenizer (with the chat template)
-                     rows:list, # rows with a `question`
-                     max_new_tokens:int=256, # per answer
-                     system:str=DEFAULT_SYSTEM_PROMPT, # system prompt
-                    )->list: # dicts: question, text (new tokens, special tokens kept), finished (ended with `<|im_end|>`)
-    "Greedy answers to the rows' questions, one at a time."
-    was, out = model.training, []
-    model.eval()
-    for r in rows:
-        msgs = to_messages(r, system)[:-1]
-        ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        ids = {k: v.to(model.device) for k, v in ids.items()}
-        gen = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=IM_END_ID,
-                             pad_token_id=tokenizer.pad_token_id, use_cache=True, top_p=None, top_k=None, temperature=None)
-        new = gen[0, ids["input_ids"].shape[1]:].tolist()
-        out.append(dict(question=r["question"], text=tokenizer.decode(new), finished=IM_END_ID in new))
+def predict_rows(model, # a causal LM (or `PeftModel`), in training or eval mode
+                 tokenizer, # its tokenizer (with the chat template)
+                 rows:list, # rows with a `question`
+                 max_new_tokens:int=256, # per answer
+                 system:str=DEFAULT_SYSTEM_PROMPT, # system prompt
+                )->list: # `Predictor.generate` records with the `question` added
+    "Greedy answers to the rows' questions through `medsft.inference.Predictor`, in batches, KV cache on."
+    if not rows: return []
+    was = model.training
+    recs = Predictor((model, tokenizer)).generate([r["question"] for r in rows], max_new_tokens, system=system,
+                                                   do_sample=False, use_cache=True)
     model.train(was)
-    return out
+    return [dict(question=r["question"], **rec) for r, rec in zip(rows, recs)]
 
 # %% ../nbs/02_train_full.ipynb #ca0f2005
 def _summary_line(s:dict)->str:
@@ -376,7 +379,7 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
             _fault("final", trainer.state.global_step)
             mark_complete(finish_folder(out, tokenizer, base))
         metrics = trainer.evaluate() if eval_ds else {}
-        preds = generate_answers(model, tokenizer, val_rows[:cfg.num_predict], cfg.max_new_tokens, cfg.system)
+        preds = predict_rows(model, tokenizer, val_rows[:cfg.num_predict], cfg.max_new_tokens, cfg.system)
         for p in preds: print(f"Q: {p['question']}\nA: {p['text']}\n")
         if swan and preds:
             import swanlab
@@ -391,7 +394,7 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
              train_loss_mean=result.training_loss, last_logged_loss=last.get("loss"), last_logged_step=last.get("step"),
              eval_loss=metrics.get("eval_loss"), output_dir=str(out), resumed_from=resume_from, device=device,
              weights=str(weights)[6:], autocast=autocast,
-             predictions=[{k: p[k] for k in ("question", "text", "finished")} for p in preds], log_history=hist)
+             predictions=[{k: p[k] for k in ("question", "text", "finished", "stop_token_id")} for p in preds], log_history=hist)
     if state.is_main_process:
         (out/"train_summary.json").write_text(json.dumps(s, ensure_ascii=False, indent=1), encoding="utf-8")
         try: plot_losses(hist, out/"loss.png", title=cfg.run_name)

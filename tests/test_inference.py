@@ -135,7 +135,7 @@ def test_cli_json_utf8_and_flags():
     eq(p.returncode, 0)
     rec = json.loads(p.stdout.decode("utf-8"))
     eq(rec["question"], QUESTION)
-    eq(sorted(rec), ["answer", "closed", "finished", "new_tokens", "question", "stopped", "text", "think"])
+    eq(sorted(rec), ["answer", "closed", "finished", "new_tokens", "question", "stop_token_id", "stopped", "text", "think"])
     eq((rec["new_tokens"], rec["stopped"], rec["finished"]), (6, False, False))
     assert "raise -m" in p.stderr.decode("utf-8")  # the note about the budget
     eq(rec["text"], predict(QUESTION, checkpoint=TINY, max_new_tokens=6, do_sample=False))

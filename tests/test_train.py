@@ -173,8 +173,9 @@ def test_shipped_configs_parse(root, name, cls):
     for k, v in yaml.safe_load(path.read_text(encoding="utf-8")).items():
         got = getattr(cfg, k)
         eq(getattr(got, "value", got), v)
-    eq((cfg.max_steps, cfg.gradient_accumulation_steps, cfg.num_train_epochs, cfg.save_steps), (3, 4, 2, 400))
-    eq(cfg.gradient_checkpointing, True)
+    rows_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    eq((cfg.max_steps, rows_per_step, cfg.num_train_epochs, cfg.save_steps), (3, 4, 2, 400))
+    eq((cfg.gradient_checkpointing, cfg.packing, cfg.chunked_loss), (None, True, True))  # by need, fast path
 
 
 LOAD_PLAIN = r'''
