@@ -6,7 +6,7 @@
 __all__ = ['PATHS', 'BenchConfig', 'matmul_peak', 'matmul_params', 'heldout_loss', 'bench_one', 'run_bench', 'medsft_bench']
 
 # %% ../nbs/02b_bench.ipynb #c1552ebc
-import contextlib, io, json, statistics, sys, tempfile, threading, time
+import contextlib, importlib.util, io, json, statistics, sys, tempfile, threading, time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -233,8 +233,7 @@ def run_bench(cfg:BenchConfig=None, # the settings; None: the defaults
     names = [n.strip() for n in cfg.runs.split(",") if n.strip()]
     if bad := set(names) - set(PATHS): raise ValueError(f"unknown runs {sorted(bad)}: use {', '.join(PATHS)}")
     if cfg.model and not Path(cfg.model).is_dir(): raise FileNotFoundError(f"{cfg.model}: no such model folder")
-    try: import trl
-    except ImportError:
+    if importlib.util.find_spec("trl") is None:
         if "trl" in names: print("medsft_bench: trl is not installed (pip install medsft[bench]): skipping it", file=sys.stderr)
         names = [n for n in names if n != "trl"]
     with tempfile.TemporaryDirectory() as tmpdir:

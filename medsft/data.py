@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #4f3ef04e
 from __future__ import annotations
-import codecs, csv, hashlib, inspect, io, json, math, os, random, re, socket, sys, threading, warnings
+import codecs, csv, hashlib, inspect, io, json, math, os, random, re, socket, threading, warnings
 from dataclasses import dataclass, field, asdict
 from importlib import resources
 from pathlib import Path

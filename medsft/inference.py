@@ -8,10 +8,11 @@ __all__ = ['DEFAULT_CHECKPOINT', 'SAMPLING', 'MAX_CACHED_PREDICTORS', 'checkpoin
            'bleu4', 'evaluate', 'ChatBox', 'medsft_predict', 'format_summary', 'medsft_eval']
 
 # %% ../nbs/04_inference.ipynb #288d9e6c
-import hashlib, json, logging, os, sys, threading, time
+import hashlib, json, logging, sys, threading, time
 import json as _json
 from collections import OrderedDict
 from pathlib import Path
+from typing import TextIO
 
 import jieba, sacrebleu, torch
 from fastcore.basics import patch
@@ -357,7 +358,7 @@ def _match_done(rows:list, done:list)->tuple:
         else: todo.append(i)
     return todo, matched
 
-def _append_to(path)->"TextIO":
+def _append_to(path)->TextIO:
     "Open `path` for appending whole lines (a cut last line from an interrupted run is removed first)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

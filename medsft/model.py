@@ -10,7 +10,7 @@ __all__ = ['IM_START_ID', 'IM_END_ID', 'PAD_ID', 'THINK_START_ID', 'THINK_END_ID
            'default_local_dir', 'download_model', 'load_tokenizer', 'load_model_and_tokenizer', 'medsft_download']
 
 # %% ../nbs/01_model.ipynb #2af4fa7d
-import hashlib, json, os, re, shutil, sys, tempfile, warnings
+import hashlib, json, os, re, shutil, tempfile, warnings
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import transformers
 from tokenizers import AddedToken, normalizers
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
                           PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM)
 from transformers.convert_slow_tokenizer import TikTokenConverter
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
@@ -82,7 +82,7 @@ def decide_device(cuda_available:bool, # `torch.cuda.is_available()`
         dt = want or torch.float32
         if dt == torch.float16: warnings.warn("fp16 weights on CPU are slow and overflow in Qwen3; prefer fp32")
         return device, dt, f"{reason}; {str(dt)[6:]}"
-    if want == torch.bfloat16 and not bf16_supported: raise ValueError(f"dtype bf16 requested but this GPU has no bf16")
+    if want == torch.bfloat16 and not bf16_supported: raise ValueError("dtype bf16 requested but this GPU has no bf16")
     if want == torch.float16:
         warnings.warn("fp16 weights: Qwen3 activations can overflow (NaN or zero loss); use them for inference only")
         return device, want, f"{reason}; float16 as requested"

@@ -109,13 +109,17 @@ class SFTTrainer(Trainer):
         self.loss_chunk_size = loss_chunk_size
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        parts = self.loss_chunk_size and _output_layer(self.accelerator.unwrap_model(model))
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled  # weights gathered only inside forward
+        parts = self.loss_chunk_size and not sharded and _output_layer(self.accelerator.unwrap_model(model))
         if return_outputs or not parts or "labels" not in inputs or self.label_smoother is not None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         decoder, weight = parts
-        kw = {k: v for k, v in inputs.items() if k != "labels"}
-        hidden = decoder(**kw, use_cache=False).last_hidden_state
-        loss = linear_cross_entropy(hidden, inputs["labels"], weight, num_items_in_batch, self.loss_chunk_size)
+        seen = {}
+        hook = decoder.register_forward_hook(lambda mod, args, out: seen.update(hidden=out.last_hidden_state))
+        try:  # through the wrapper (DDP syncs gradients only then); the output layer at one position only
+            model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False, logits_to_keep=1)
+        finally: hook.remove()
+        loss = linear_cross_entropy(seen["hidden"], inputs["labels"], weight, num_items_in_batch, self.loss_chunk_size)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
         return loss

@@ -8,7 +8,7 @@ __all__ = ['TrainConfig', 'run_config', 'write_run_config', 'train_precision', '
            'predict_rows', 'plot_losses', 'run_sft', 'train_full', 'format_scores', 'reference_example', 'medsft_train']
 
 # %% ../nbs/02_train_full.ipynb #93a4aa84
-import contextlib, io, json, math, os, shutil, signal, statistics, sys, time, warnings
+import contextlib, importlib.util, io, json, math, os, shutil, signal, statistics, sys, time, warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from .cli import command
 from .data import (DEFAULT_SYSTEM_PROMPT, load_rows, load_split, row_key, tokenize_rows, validate_rows)
 from .inference import Predictor
 from .speed import SFTTrainer, checkpointing_needed, pack_collator, tokenize_cached
-from .model import (COMPLETE_FILE, DEFAULT_BASE, IM_END_ID, PAD_ID, RUN_CONFIG, THINK_END_ID, TINY,
+from .model import (COMPLETE_FILE, DEFAULT_BASE, IM_END_ID, RUN_CONFIG, THINK_END_ID,
                           finish_folder, is_complete, load_model_and_tokenizer, mark_complete, pick_device)
 
 # %% ../nbs/02_train_full.ipynb #6700c24e
@@ -239,9 +239,7 @@ def swanlab_mode(mode:str=None)->str: # "online", "offline", "local" or "disable
     m = {"cloud": "online"}.get(m, m)
     if m not in ("online", "offline", "local", "disabled"):
         raise ValueError(f"swanlab mode {m!r}: use online, offline, local or disabled")
-    if m == "local":
-        try: import swanboard
-        except ImportError: m = "offline"
+    if m == "local" and importlib.util.find_spec("swanboard") is None: m = "offline"  # `local` needs swanboard
     return m
 
 def start_swanlab(cfg:TrainConfig, # `swanlab_mode`, `swanlab_project`, `run_name`, `swanlab_dir`, `output_dir`

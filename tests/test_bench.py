@@ -30,22 +30,22 @@ def test_bad_flag_exits_2(capsys):
 
 
 def test_short_run(tmp_path, capsys):
-    "Every path trains; the JSON has the measurements; `fast` learns exactly what `reference` learns."
-    trl = pytest.importorskip("trl")
+    "Every path trains; the JSON has the measurements; medsft's fast defaults learn exactly what `reference` learns."
+    pytest.importorskip("trl")
     out = tmp_path/"bench.json"
     medsft_bench.main(SHORT + ["--output", str(out)])
     res = json.loads(out.read_text())
     printed = capsys.readouterr().out
     eq(json.loads(printed[printed.index("{\n"):]), res)  # the JSON printed last is the JSON written
     runs = res["runs"][0]
-    eq(sorted(runs), ["fast", "medsft", "reference", "trl"])
+    eq(sorted(runs), ["medsft", "reference", "trl"])
     for name, r in runs.items():
         assert r["tokens_per_s"] > 0 and r["flops_per_s"] > 0 and 0 < r["utilisation"], (name, r)
         assert 0 <= r["padding_share"] < 1 and r["peak_memory_mb"] > 0 and math.isfinite(r["heldout_loss"]), (name, r)
-    eq(runs["fast"]["padding_share"], 0)
-    eq(runs["fast"]["supervised"], runs["reference"]["supervised"])
-    close(runs["fast"]["heldout_loss"], runs["reference"]["heldout_loss"], eps=1e-4 * runs["reference"]["heldout_loss"])
-    assert {"fast/reference", "fast/trl", "reference/trl"} <= set(res["ratios"]), res["ratios"]
+    eq(runs["medsft"]["padding_share"], 0)
+    eq(runs["medsft"]["supervised"], runs["reference"]["supervised"])
+    close(runs["medsft"]["heldout_loss"], runs["reference"]["heldout_loss"], eps=1e-4 * runs["reference"]["heldout_loss"])
+    assert {"medsft/reference", "medsft/trl", "reference/trl"} <= set(res["ratios"]), res["ratios"]
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,6 @@
 "Round trips of medsft.model that would clutter the docs: the download CLI, offline failure, loading a tiny folder from disk alone."
 import json, os, subprocess, sys
-from pathlib import Path
 
-import pytest
 from fastcore.test import test_eq as eq
 
 from medsft.model import IM_END_ID, PAD_ID, tiny_qwen3

@@ -1,5 +1,5 @@
 """The installed package: import, version, console scripts and their --help."""
-import configparser, subprocess, sys
+import configparser, subprocess
 from importlib.metadata import entry_points, version
 import pytest
 from fastcore.test import test_eq as eq

@@ -49,21 +49,25 @@ def _build(shared:Path, size:str, tmp:Path)->Path:
     run_phase(BUILD.format(config=str(shared/"qwen3"/f"config-{size}.json"), out=str(out), name=size), tmp)
     return out
 
-def test_full_sft_0_6b_shape(shared, tmp_path):
-    base = _build(shared, "0.6B", tmp_path)
-    res = run_phase(f"""
+def _train(module:str, func:str, base:Path, out:Path, steps:int, phase:str, **extra)->dict:
+    "Run `medsft.<module>.<func>` for `steps` steps on `base` in its own process; the summary's numbers and peak RSS."
+    return run_phase(f"""
         import json, time
         from pathlib import Path
-        from medsft.train_full import train_full
+        from medsft.{module} import {func}
         t0 = time.time()
-        out = train_full(model={str(base)!r}, train_file="sample", val_file="", output_dir={str(tmp_path/'full')!r},
-                         max_steps=3, per_device_train_batch_size=1, gradient_accumulation_steps=1, max_length=256,
-                         logging_steps=1, save_steps=3, eval_steps=1000, max_val_rows=1, num_predict=0,
-                         learning_rate=1e-5, progress=False, swanlab_mode="disabled")
+        out = {func}(model={str(base)!r}, train_file="sample", val_file="", output_dir={str(out)!r}, max_steps={steps},
+                     per_device_train_batch_size=1, gradient_accumulation_steps=1, max_length=256, logging_steps=1,
+                     save_steps={steps}, eval_steps=1000, max_val_rows=1, num_predict=0, progress=False,
+                     swanlab_mode="disabled", **{extra!r})
         s = json.loads((Path(out)/"train_summary.json").read_text(encoding="utf-8"))
-        result = dict(phase="full SFT 0.6B, 3 steps", seconds=round(time.time() - t0, 1), steps=s["steps"],
+        result = dict(phase={phase!r}, seconds=round(time.time() - t0, 1), steps=s["steps"],
                       train_loss=s["train_loss_mean"], tokens=s["tokens"])
-    """, tmp_path)
+    """, out.parent)
+
+def test_full_sft_0_6b_shape(shared, tmp_path):
+    base = _build(shared, "0.6B", tmp_path)
+    res = _train("train_full", "train_full", base, tmp_path/"full", 3, "full SFT 0.6B, 3 steps", learning_rate=1e-5)
     eq(res["steps"], 3)
     assert 10 < res["train_loss"] < 13, res  # a random model: about ln(151936) = 11.9
     for d in (tmp_path/"full", tmp_path/"full"/"checkpoint-3"):
@@ -71,19 +75,7 @@ def test_full_sft_0_6b_shape(shared, tmp_path):
 
 def test_lora_1_7b_shape_merge_answer(shared, tmp_path):
     base = _build(shared, "1.7B", tmp_path)
-    res = run_phase(f"""
-        import json, time
-        from pathlib import Path
-        from medsft.train_lora import train_lora
-        t0 = time.time()
-        out = train_lora(model={str(base)!r}, train_file="sample", val_file="", output_dir={str(tmp_path/'lora')!r},
-                         max_steps=2, per_device_train_batch_size=1, gradient_accumulation_steps=1, max_length=256,
-                         logging_steps=1, save_steps=2, eval_steps=1000, max_val_rows=1, num_predict=0,
-                         progress=False, swanlab_mode="disabled")
-        s = json.loads((Path(out)/"train_summary.json").read_text(encoding="utf-8"))
-        result = dict(phase="LoRA 1.7B, 2 steps", seconds=round(time.time() - t0, 1), steps=s["steps"],
-                      train_loss=s["train_loss_mean"])
-    """, tmp_path)
+    res = _train("train_lora", "train_lora", base, tmp_path/"lora", 2, "LoRA 1.7B, 2 steps")
     eq(res["steps"], 2)
     assert (tmp_path/"lora"/"adapter_model.safetensors").exists()
     res = run_phase(f"""

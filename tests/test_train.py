@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fastcore.test import test_eq as eq, test_close as close
+from fastcore.test import test_eq as eq
 
 from medsft.cli import parse_command
 from medsft.data import read_jsonl, shared_dir, write_jsonl
