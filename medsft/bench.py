@@ -26,8 +26,8 @@ from .model import load_tokenizer, tiny_qwen3
 class BenchConfig:
     "Settings of `medsft_bench`: the same rows and optimizer steps through each training path."
     model:str=None # model folder; None: a random-init tiny Qwen3 of the sizes below
-    model_config:str=None # a `config.json` to random-initialise instead, e.g. ../shared/qwen3/config-1.7B.json (GPU runs)
-    data:str=None # rows (`load_rows` source); None: ../shared's reference val.jsonl, else the built-in `sample`
+    model_config:str=None # `config.json` to random-init instead, e.g. ../shared/qwen3/config-1.7B.json (GPU)
+    data:str=None # rows (`load_rows` source); None: ../shared's reference val.jsonl, else built-in `sample`
     max_length:int=512 # tokens per row
     steps:int=30 # optimizer steps per run
     batch:int=4 # rows per optimizer step (the effective batch)
@@ -59,16 +59,17 @@ def _setup(cfg:BenchConfig, work:Path)->dict:
         folder = work/"model"
         AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cfg.model_config)).save_pretrained(folder)
     else:
-        sizes = {k: getattr(cfg, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                                               "num_key_value_heads", "head_dim", "tie_word_embeddings")}
+        sizes = {k: getattr(cfg, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                               "num_attention_heads", "num_key_value_heads", "head_dim",
+                                               "tie_word_embeddings")}
         folder = tiny_qwen3(work/"model", seed=cfg.seed, **sizes)
     tok = load_tokenizer(folder if (folder/"tokenizer_config.json").exists() else "tiny-qwen3")
     src = cfg.data or (shared_dir()/"data"/"delicate_medical_r1"/"val.jsonl" if shared_dir() else "sample")
     rows, _ = validate_rows(load_rows(src))
     train_rows, val_rows = split_rows(rows)
     ex = lambda rs: speed.tokenize_cached(rs, tok, max_length=cfg.max_length)[0]
-    return dict(device=device, autocast=autocast, folder=folder, tokenizer=tok, source=str(src), train_rows=train_rows,
-                train=ex(train_rows), val=ex(val_rows)[:cfg.heldout_rows])
+    return dict(device=device, autocast=autocast, folder=folder, tokenizer=tok, source=str(src),
+                train_rows=train_rows, train=ex(train_rows), val=ex(val_rows)[:cfg.heldout_rows])
 
 # %% ../nbs/02b_bench.ipynb #75003047
 class _Meter(TrainerCallback):
@@ -146,24 +147,26 @@ def _reference(cfg, s, model, out):
                    data_collator=DataCollatorForSeq2Seq(s["tokenizer"], label_pad_token_id=-100)), "all"
 
 def _medsft(cfg, s, model, out):
-    "medsft's `build_trainer` with its defaults: packed rows, chunked supervised-only loss, checkpointing by need."
-    c = train_full.TrainConfig(model=str(s["folder"]), output_dir=str(out), max_steps=cfg.steps, logging_steps=1,
-                               learning_rate=cfg.learning_rate, max_length=cfg.max_length, seed=cfg.seed,
-                               per_device_train_batch_size=cfg.batch, progress=False, swanlab_mode="disabled",
-                               dtype=s["autocast"] or "fp32")
+    ("medsft's `build_trainer` with its defaults: packed rows, chunked supervised-only loss, "
+     "checkpointing by need.")
+    c = train_full.TrainConfig(model=str(s["folder"]), output_dir=str(out), max_steps=cfg.steps,
+                               logging_steps=1, learning_rate=cfg.learning_rate, max_length=cfg.max_length,
+                               seed=cfg.seed, per_device_train_batch_size=cfg.batch, progress=False,
+                               swanlab_mode="disabled", dtype=s["autocast"] or "fp32")
     with contextlib.redirect_stdout(io.StringIO()): model = train_full.prepare_model(model, c, s["autocast"])
     trainer = train_full.build_trainer(c, model, s["tokenizer"], s["train"], None, s["autocast"])
     trainer.args.save_strategy = SaveStrategy.NO  # no checkpoint inside the timed loop
     return trainer, "supervised"
 
 def _trl(cfg, s, model, out):
-    "TRL's `SFTTrainer` on the same rows as prompt/completion chats (loss on the assistant turn only), batch `cfg.batch`."
+    ("TRL's `SFTTrainer` on the same rows as prompt/completion chats (loss on the assistant turn only), "
+     "batch `cfg.batch`.")
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
     msgs = [to_messages(r) for r in s["train_rows"]]
     ds = Dataset.from_list([{"prompt": m[:-1], "completion": m[-1:]} for m in msgs])
-    args = _args(cfg, out, s["device"], s["autocast"], cfg.batch, 1, True, cls=SFTConfig, max_length=cfg.max_length,
-                 completion_only_loss=True)
+    args = _args(cfg, out, s["device"], s["autocast"], cfg.batch, 1, True, cls=SFTConfig,
+                 max_length=cfg.max_length, completion_only_loss=True)
     return SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=s["tokenizer"]), "all"
 
 PATHS = dict(reference=_reference, medsft=_medsft, trl=_trl)
@@ -173,7 +176,8 @@ PATHS = dict(reference=_reference, medsft=_medsft, trl=_trl)
 def heldout_loss(model, # a causal LM
                  examples:list, # dicts with `input_ids` and `labels`
                 )->float: # nats per supervised token
-    "The loss on `examples`, summed over their supervised tokens and divided by their count, one example at a time."
+    ("The loss on `examples`, summed over their supervised tokens and divided by their count, "
+     "one example at a time.")
     was = model.training
     model.eval()
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -203,11 +207,13 @@ def bench_one(name:str, # a key of `PATHS`
     flops = 6 * dec * counts["non_padding"] + 6 * head * counts["head"]
     cuda = s["device"].startswith("cuda")
     r = dict(seconds=round(meter.seconds, 2), **counts,
-             tokens_per_s=counts["non_padding"] / meter.seconds, supervised_per_s=counts["supervised"] / meter.seconds,
+             tokens_per_s=counts["non_padding"] / meter.seconds,
+             supervised_per_s=counts["supervised"] / meter.seconds,
              padding_share=1 - counts["non_padding"] / counts["processed"], flops_per_s=flops / meter.seconds,
              peak_memory_mb=(torch.cuda.max_memory_allocated() if cuda else meter.peak) / 2**20,
              memory_rise_mb=None if cuda else (meter.peak - meter.rss0) / 2**20,
-             gradient_checkpointing=bool(trainer.args.gradient_checkpointing or model.is_gradient_checkpointing),
+             gradient_checkpointing=bool(trainer.args.gradient_checkpointing
+                                         or model.is_gradient_checkpointing),
              train_loss=statistics.mean(meter.losses[-5:]), heldout_loss=heldout_loss(model, s["val"]))
     del trainer, model
     if cuda: torch.cuda.empty_cache()
@@ -232,9 +238,12 @@ def run_bench(cfg:BenchConfig=None, # the settings; None: the defaults
     if cfg.threads: torch.set_num_threads(cfg.threads)
     names = [n.strip() for n in cfg.runs.split(",") if n.strip()]
     if bad := set(names) - set(PATHS): raise ValueError(f"unknown runs {sorted(bad)}: use {', '.join(PATHS)}")
-    if cfg.model and not Path(cfg.model).is_dir(): raise FileNotFoundError(f"{cfg.model}: no such model folder")
+    if cfg.model and not Path(cfg.model).is_dir():
+        raise FileNotFoundError(f"{cfg.model}: no such model folder")
     if importlib.util.find_spec("trl") is None:
-        if "trl" in names: print("medsft_bench: trl is not installed (pip install medsft[bench]): skipping it", file=sys.stderr)
+        if "trl" in names:
+            print("medsft_bench: trl is not installed (pip install medsft[bench]): skipping it",
+                  file=sys.stderr)
         names = [n for n in names if n != "trl"]
     with tempfile.TemporaryDirectory() as tmpdir:
         work = Path(tmpdir)
@@ -245,10 +254,12 @@ def run_bench(cfg:BenchConfig=None, # the settings; None: the defaults
         peak = max(peak, matmul_peak(s["device"], dtype))
     for rep in reps:
         for r in rep.values(): r["utilisation"] = r["flops_per_s"] / peak
-    median = {n: {k: statistics.median(rep[n][k] for rep in reps) for k in ("tokens_per_s", "supervised_per_s",
-              "padding_share", "flops_per_s", "utilisation", "peak_memory_mb", "heldout_loss")} for n in names}
+    median = {n: {k: statistics.median(rep[n][k] for rep in reps)
+                  for k in ("tokens_per_s", "supervised_per_s", "padding_share", "flops_per_s", "utilisation",
+                            "peak_memory_mb", "heldout_loss")} for n in names}
     dev = torch.cuda.get_device_name(s["device"]) if s["device"].startswith("cuda") else _cpu_name()
-    return dict(config=asdict(cfg), machine=dict(device=dev, threads=torch.get_num_threads(), torch=torch.__version__),
+    return dict(config=asdict(cfg),
+                machine=dict(device=dev, threads=torch.get_num_threads(), torch=torch.__version__),
                 data=dict(source=s["source"], train_rows=len(s["train"]), heldout_rows=len(s["val"])),
                 compute=s["autocast"] or "fp32", matmul_peak_flops=peak, runs=reps, median=median,
                 ratios=_ratios(reps), ratios_supervised=_ratios(reps, "supervised_per_s"))

@@ -37,7 +37,8 @@ class TooLongError(DataError):
 def render_assistant(think:str, # reasoning text, "" for a non-thinking row
                      answer:str, # the answer
                     )->str:
-    "Assistant text as Qwen3 renders the last turn: `<think>\\n{think}\\n</think>\\n\\n{answer}`, or `answer`."
+    ("Assistant text as Qwen3 renders the last turn: `<think>\\n{think}\\n</think>\\n\\n{answer}`, "
+     "or `answer`.")
     think = (think or "").strip("\n")
     return f"<think>\n{think}\n</think>\n\n{answer.lstrip(chr(10))}" if think.strip() else answer
 
@@ -91,7 +92,7 @@ def _decode(path, data:bytes, encoding:str="utf-8")->str:
 # %% ../nbs/00_data.ipynb #d1295efb
 def read_jsonl(path, # a `.jsonl` file, one JSON object per line
                encoding:str="utf-8", # text encoding of the file
-               skip_bad_lines:bool=False, # skip lines that are not a JSON object instead of raising `DataError`
+               skip_bad_lines:bool=False, # skip non-JSON-object lines instead of raising `DataError`
                bad_lines:list|None=None, # if given, gets `"file:line"` for every skipped line
                with_lines:bool=False, # also return the 1-based line number of each row
               )->list[dict]: # rows; `(rows, line_numbers)` with `with_lines`
@@ -105,7 +106,8 @@ def read_jsonl(path, # a `.jsonl` file, one JSON object per line
             if not isinstance(row, dict): raise ValueError(f"a JSON {type(row).__name__}, not an object")
         except ValueError as e:
             if not skip_bad_lines:
-                raise DataError(f"{path}:{n}: not a JSON object ({e}); fix the line or pass skip_bad_lines=True") from None
+                raise DataError(f"{path}:{n}: not a JSON object ({e}); "
+                                "fix the line or pass skip_bad_lines=True") from None
             if bad_lines is not None: bad_lines.append(f"{path}:{n}")
             continue
         rows.append(row); lines.append(n)
@@ -133,7 +135,8 @@ def _data_files(path:Path)->list[Path]:
 def _read_json(path, encoding, skip_bad_lines, bad_lines):
     "A `.json` file, or a `.jsonl` file holding one JSON array."
     text = _decode(path, path.read_bytes(), encoding)
-    if path.suffix == ".jsonl" and not text.lstrip().startswith("["): return read_jsonl(path, encoding, skip_bad_lines, bad_lines)
+    if path.suffix == ".jsonl" and not text.lstrip().startswith("["):
+        return read_jsonl(path, encoding, skip_bad_lines, bad_lines)
     if not text.strip(): return []
     try: obj = json.loads(text)
     except ValueError as e:
@@ -160,7 +163,8 @@ def read_file(path, # a `.jsonl`, `.json`, `.csv` or `.parquet` file, or a folde
              )->list[dict]:
     "Read raw rows (dicts, original keys) from a local file or folder."
     path = Path(path)
-    if path.is_dir(): return [r for f in _data_files(path) for r in read_file(f, encoding, skip_bad_lines, bad_lines)]
+    if path.is_dir():
+        return [r for f in _data_files(path) for r in read_file(f, encoding, skip_bad_lines, bad_lines)]
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
     if path.suffix in (".jsonl", ".json"): return _read_json(path, encoding, skip_bad_lines, bad_lines)
     if path.suffix == ".csv": return _read_csv(path, encoding)
@@ -170,7 +174,8 @@ def read_file(path, # a `.jsonl`, `.json`, `.csv` or `.parquet` file, or a folde
     raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(_SUFFIXES)}")
 
 # %% ../nbs/00_data.ipynb #3773eb3b
-_SCHEMAS = [  # (question column, think column or None, answer column); the first whose question and answer exist wins
+# (question column, think column or None, answer column); the first whose question and answer exist wins
+_SCHEMAS = [
     ("question", "think", "answer"), ("Question", "Complex_CoT", "Response"), ("input", None, "output"),
     ("instruction", None, "output"), ("prompt", None, "response"), ("query", None, "response"),
     ("prompt", None, "completion")]
@@ -181,7 +186,8 @@ def _detect(keys, columns):
     if columns:
         if unknown := set(columns) - {"question", "think", "answer"}:
             raise DataError(f"columns= maps unknown fields {sorted(unknown)}; use question, think, answer")
-        if not {"question", "answer"} <= set(columns): raise DataError("columns= must map both question and answer")
+        if not {"question", "answer"} <= set(columns):
+            raise DataError("columns= must map both question and answer")
         if absent := [c for c in columns.values() if c not in keys]:
             raise DataError(f"columns {absent} given in columns= are not in the data; columns found: {keys}")
         return columns.get("question"), columns.get("think"), columns["answer"]
@@ -191,13 +197,15 @@ def _detect(keys, columns):
                     "{'question': ..., 'think': ..., 'answer': ...} (CLI: --columns question=Q,answer=A)")
 
 def normalize_rows(raw:list[dict], # rows with the source's own keys
-                   columns:dict|None=None, # {"question": col, "think": col, "answer": col}; overrides detection
+                   columns:dict|None=None, # {"question": col, "think": col, "answer": col}; skips detection
                   )->list[dict]: # rows with `question`, `think`, `answer` first, other keys kept
-    "Map rows of a known or given schema to `question`/`think`/`answer`; `DataError` listing the columns when unknown."
+    ("Map rows of a known or given schema to `question`/`think`/`answer`; "
+     "`DataError` listing the columns when unknown.")
     if bad := [i for i, r in enumerate(raw) if not isinstance(r, dict)]:
         raise DataError(f"row {bad[0]} is a {type(raw[bad[0]]).__name__}, not an object with named fields")
     keys = list(dict.fromkeys(k for r in raw for k in r))
-    if not columns and {"messages", "conversations"} & set(keys) and not any(q in keys and a in keys for q, _, a in _SCHEMAS):
+    if (not columns and {"messages", "conversations"} & set(keys)
+            and not any(q in keys and a in keys for q, _, a in _SCHEMAS)):
         return [_from_chat(r, i) for i, r in enumerate(raw)]
     q, t, a = _detect(keys, columns)
     out = []
@@ -211,39 +219,47 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
         extra = {k: v for k, v in r.items() if k not in (q, t, a)}
         out.append({**extra, "question": None if _missing(question) else question, "think": think,
                     "answer": None if _missing(answer) else answer})
-    return [{"question": r.pop("question"), "think": r.pop("think"), "answer": r.pop("answer"), **r} for r in out]
+    return [{"question": r.pop("question"), "think": r.pop("think"), "answer": r.pop("answer"), **r}
+            for r in out]
 
 # %% ../nbs/00_data.ipynb #3eb37e19
 _ROLES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant"}
 
 def _chat(msgs, where:str="")->list[dict]:
     "Checked messages (`role`/`content`, or ShareGPT `from`/`value`); `DataError` naming the bad message."
-    if not isinstance(msgs, list) or not msgs: raise DataError(f"{where}expected a non-empty list of chat messages, got {msgs!r:.60}")
+    if not isinstance(msgs, list) or not msgs:
+        raise DataError(f"{where}expected a non-empty list of chat messages, got {msgs!r:.60}")
     out = []
     for j, m in enumerate(msgs):
         if isinstance(m, dict) and "from" in m: m = {"role": m["from"], "content": m.get("value")}
         if not (isinstance(m, dict) and m.get("role") in _ROLES and isinstance(m.get("content"), str)):
-            raise DataError(f"{where}message {j} needs a role ({'/'.join(_ROLES)}) and a string content: {m!r:.80}")
+            raise DataError(f"{where}message {j} needs a role ({'/'.join(_ROLES)}) "
+                            f"and a string content: {m!r:.80}")
         out.append({**m, "role": _ROLES[m["role"]]})
-    if out[-1]["role"] != "assistant": raise DataError(f"{where}the last message must be the assistant turn to supervise")
+    if out[-1]["role"] != "assistant":
+        raise DataError(f"{where}the last message must be the assistant turn to supervise")
     if "user" not in [m["role"] for m in out]: raise DataError(f"{where}no user message")
-    if not _think_answer(out[-1])[1].strip(): raise DataError(f"{where}the assistant turn has an empty answer")
+    if not _think_answer(out[-1])[1].strip():
+        raise DataError(f"{where}the assistant turn has an empty answer")
     return out
 
 def _think_answer(msg:dict)->tuple[str, str]:
-    "(think, answer) of an assistant message exactly as Qwen3's template splits and renders it (newlines stripped)."
+    ("(think, answer) of an assistant message exactly as Qwen3's template splits and renders it "
+     "(newlines stripped).")
     c = msg["content"]
-    if isinstance(msg.get("reasoning_content"), str): return msg["reasoning_content"].strip("\n"), c.lstrip("\n")
+    if isinstance(msg.get("reasoning_content"), str):
+        return msg["reasoning_content"].strip("\n"), c.lstrip("\n")
     if "</think>" not in c: return "", c  # an unclosed <think> in a message is text (the template's rule)
     p = parse_assistant(c, strip=False)
     return p["think"], p["answer"]
 
 def _from_chat(r:dict, i:int)->dict:
-    "A single-turn chat row as `question`/`think`/`answer` (+ `system`); `DataError` naming the row otherwise."
+    ("A single-turn chat row as `question`/`think`/`answer` (+ `system`); "
+     "`DataError` naming the row otherwise.")
     msgs = _chat(r.get("messages", r.get("conversations")), f"row {i}: ")
     if [m["role"] for m in msgs if m["role"] != "system"] != ["user", "assistant"]:
-        raise DataError(f"row {i}: {len(msgs)} messages; only a single-turn chat maps to question/think/answer "
-                        "(pass multi-turn messages to tokenize_rows)")
+        raise DataError(f"row {i}: {len(msgs)} messages; only a single-turn chat maps to "
+                        "question/think/answer (pass multi-turn messages to tokenize_rows)")
     think, answer = (s.strip() for s in _think_answer(msgs[-1]))
     extra = {k: v for k, v in r.items() if k not in ("messages", "conversations")}
     system = {"system": msgs[0]["content"]} if msgs[0]["role"] == "system" else {}
@@ -260,7 +276,8 @@ def cache_dir()->Path: # `$MEDSFT_CACHE`, default `~/.cache/medsft`; created if 
 def modelscope_unreachable(timeout:float=10.0, # seconds for DNS + TCP connect
                           )->str|None: # None when reachable, else the reason
     "Open one TCP connection to the ModelScope endpoint (`$MODELSCOPE_DOMAIN`, default www.modelscope.cn)."
-    url = urlparse(d if "://" in (d := os.environ.get("MODELSCOPE_DOMAIN") or "www.modelscope.cn") else "https://" + d)
+    url = urlparse(d if "://" in (d := os.environ.get("MODELSCOPE_DOMAIN") or "www.modelscope.cn")
+                   else "https://" + d)
     host, port = url.hostname, url.port or (80 if url.scheme == "http" else 443)
     res = [f"{host}:{port} timed out"]  # a thread, because DNS lookups ignore socket timeouts
     def go():
@@ -307,7 +324,8 @@ def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
         from modelscope.msdatasets import MsDataset
         ds = MsDataset.load(dataset_id, subset_name=subset_name, split=split)
         rows = [dict(r) for r in (ds.to_hf_dataset() if hasattr(ds, "to_hf_dataset") else ds)]
-    except Exception as e: raise DataError(f"cannot download ModelScope dataset {dataset_id!r} ({e}); {hint}") from None
+    except Exception as e:
+        raise DataError(f"cannot download ModelScope dataset {dataset_id!r} ({e}); {hint}") from None
     _write_cache(rows, cache)
     return rows
 
@@ -319,11 +337,11 @@ def sample_rows()->list[dict]:
 # %% ../nbs/00_data.ipynb #b23de942
 def _is_dataset(x): return hasattr(x, "column_names") and hasattr(x, "to_list")
 
-def load_rows(source, # path to a file/folder, a ModelScope id, "sample", a `datasets.Dataset`/`DatasetDict`, or a list of dicts
-              columns:dict|None=None, # {"question": col, "think": col, "answer": col}; overrides schema detection
+def load_rows(source, # file/folder path, ModelScope id, "sample", HF `Dataset`/`DatasetDict` or list of dicts
+              columns:dict|None=None, # {"question": col, "think": col, "answer": col}; skips schema detection
               encoding:str="utf-8", # text encoding of local files
               skip_bad_lines:bool=False, # JSONL: skip unparsable lines (recorded in `report.bad_lines`)
-              split:str|None=None, # split of a `DatasetDict` (default: all splits in order) or ModelScope ("train")
+              split:str|None=None, # split of a `DatasetDict` (default: all, in order) or ModelScope ("train")
               report=None, # a `DataReport`; if given, receives `bad_lines` and the source name
               timeout:float=10.0, # seconds for the ModelScope reachability probe
               refresh:bool=False, # ModelScope: download again instead of using the cached copy
@@ -342,7 +360,8 @@ def load_rows(source, # path to a file/folder, a ModelScope id, "sample", a `dat
         rows = [r for f in files for r in _normalize(read_file(f, encoding, skip_bad_lines, bad), columns, f)]
         if skip_bad_lines and bad: warnings.warn(f"skipped {len(bad)} bad lines: {bad[:3]}")
         return rows
-    elif isinstance(source, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", source) and Path(source).suffix not in _SUFFIXES:
+    elif (isinstance(source, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", source)
+          and Path(source).suffix not in _SUFFIXES):
         raw = load_modelscope(source, split=split or "train", timeout=timeout, refresh=refresh)
     else: raise FileNotFoundError(f"{source}: no such file or folder (and not a ModelScope id or 'sample')")
     return _normalize(raw, columns, where)
@@ -394,9 +413,9 @@ def to_dict(self:DataReport)->dict:
     return asdict(self) | {"counts": self.counts}
 
 # %% ../nbs/00_data.ipynb #b1e53f60
-DEFAULT_POLICIES = dict(bad_type="drop", missing="drop", empty="drop", think_tags="drop", special_tokens="drop",
-                        no_think="keep", duplicate="keep", repeated_question="keep", literal_newline="keep",
-                        too_long="keep")
+DEFAULT_POLICIES = dict(bad_type="drop", missing="drop", empty="drop", think_tags="drop",
+                        special_tokens="drop", no_think="keep", duplicate="keep", repeated_question="keep",
+                        literal_newline="keep", too_long="keep")
 
 _THINK_TAG = re.compile(r"[<＜]\s*[/／]?\s*think\s*[>＞]", re.I)  # <think>, </ think >, full-width ＜／think＞
 _SPECIAL = re.compile(r"<\|[\w-]{1,40}\|>")  # ChatML special tokens such as <|im_end|>, <|endoftext|>
@@ -422,8 +441,10 @@ def _row_problems(r)->list[str]:
 
 def _bad_fields(r)->str:
     "`field=value` of question/think/answer behind a bad_type, missing or empty problem."
-    bad = [(f, v) for f in ("question", "think", "answer") if not isinstance(v := r.get(f), str) or not v.strip()]
-    return ", ".join(f"{f}={v!r:.30}" for f, v in bad if f != "think" or not (v is None or isinstance(v, str)))
+    bad = [(f, v) for f in ("question", "think", "answer")
+           if not isinstance(v := r.get(f), str) or not v.strip()]
+    return ", ".join(f"{f}={v!r:.30}" for f, v in bad
+                     if f != "think" or not (v is None or isinstance(v, str)))
 
 # %% ../nbs/00_data.ipynb #19c8df65
 def _check_max_length(max_length):
@@ -433,15 +454,17 @@ def _check_max_length(max_length):
 def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
                   tokenizer=None, # if given, rows over `max_length` tokens are reported as `too_long`
                   max_length:int=2048, # tokens, for the `too_long` check
-                  policies:dict|None=None, # problem -> "drop"/"keep"/"fail" ("fix" for literal_newline); merged into `DEFAULT_POLICIES`
+                  policies:dict|None=None, # `DEFAULT_POLICIES` updates: drop/keep/fail (fix: literal_newline)
                   system:str|None=DEFAULT_SYSTEM_PROMPT, # system prompt used for the length check
                   report:DataReport|None=None, # a report to fill (e.g. one that already has `bad_lines`)
                  )->tuple[list[dict], DataReport]: # (kept rows, report)
     "Check every row, apply the per-problem policies; `DataError` when a `fail` policy is hit."
     pol = {**DEFAULT_POLICIES, **(policies or {})}
-    if bad := {k: v for k, v in pol.items() if k not in DEFAULT_POLICIES or v not in ("drop", "keep", "fail", "fix")
+    if bad := {k: v for k, v in pol.items()
+               if k not in DEFAULT_POLICIES or v not in ("drop", "keep", "fail", "fix")
                or (v == "fix" and k != "literal_newline")}:
-        raise DataError(f"bad policies {bad}; problems: {list(DEFAULT_POLICIES)}, policies: drop/keep/fail (fix: literal_newline)")
+        raise DataError(f"bad policies {bad}; problems: {list(DEFAULT_POLICIES)}, "
+                        "policies: drop/keep/fail (fix: literal_newline)")
     _check_max_length(max_length)
     if tokenizer is None and pol["too_long"] != "keep":
         raise DataError(f"policy too_long={pol['too_long']} needs a tokenizer to count tokens")
@@ -468,7 +491,8 @@ def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
     kept = []
     for i, (r, p) in enumerate(zip(rows, found)):
         if drop := [k for k in p if pol[k] == "drop"]:
-            rep.dropped[i] = ", ".join(drop) + (f" ({_bad_fields(r)})" if p[0] in ("bad_type", "missing", "empty") else "")
+            rep.dropped[i] = ", ".join(drop) + (f" ({_bad_fields(r)})"
+                                                if p[0] in ("bad_type", "missing", "empty") else "")
             continue
         if "literal_newline" in p and pol["literal_newline"] == "fix":
             r = {**r, **{k: r[k].replace("\\n", "\n") for k in ("question", "think", "answer")}}
@@ -506,7 +530,8 @@ def split_indices(n:int, # number of rows
                   val_frac:float=0.1, # share of rows in validation; the reference uses 0.1
                   seed:int=42, # `random.seed` value; the reference uses 42
                  )->tuple[list[int], list[int]]: # (train indices, val indices), in shuffled order
-    "The reference split as indices: `random.seed(seed)`, `random.shuffle`, first `int((1-val_frac)*n)` train."
+    ("The reference split as indices: `random.seed(seed)`, `random.shuffle`, "
+     "first `int((1-val_frac)*n)` train.")
     if not 0 <= val_frac < 1: raise ValueError(f"val_frac must be in [0, 1), got {val_frac}")
     idx = list(range(n))
     random.seed(seed); random.shuffle(idx)
@@ -575,7 +600,8 @@ def _chat_ids(tokenizer, convs:list[list[dict]], **kw)->list[list[int]]:
     return [[int(t) for t in ids] for ids in out]
 
 def _assemble(full:list[int], prompt:list[int], tokenizer)->tuple[list[int], list[int]]:
-    "`(input_ids, labels)` from the full and prompt renders: prefix check, trailing newline dropped, one terminator."
+    ("`(input_ids, labels)` from the full and prompt renders: prefix check, trailing newline dropped, "
+     "one terminator.")
     end = tokenizer.eos_token_id
     if full[:len(prompt)] != prompt:
         raise DataError("the chat template's prompt render is not a prefix of the full render; "
@@ -585,19 +611,22 @@ def _assemble(full:list[int], prompt:list[int], tokenizer)->tuple[list[int], lis
     if full[-1] != end: raise DataError(f"the rendered assistant turn does not end with eos_token_id {end}")
     answer = full[len(prompt):]
     if (n := answer.count(end)) != 1:
-        raise DataError(f"the assistant turn contains {n} eos tokens ({tokenizer.decode([end])!r} inside the text?)")
+        raise DataError(f"the assistant turn contains {n} eos tokens "
+                        f"({tokenizer.decode([end])!r} inside the text?)")
     return full, [-100] * len(prompt) + answer
 
 # %% ../nbs/00_data.ipynb #bb79034e
 def _parse(row_or_messages, system)->list[dict]:
     "Chat messages for a row or a messages list / `{'messages': [...]}` dict; `DataError` when malformed."
     x = row_or_messages
-    if isinstance(x, dict) and ("messages" in x or "conversations" in x): x = x.get("messages", x.get("conversations"))
+    if isinstance(x, dict) and ("messages" in x or "conversations" in x):
+        x = x.get("messages", x.get("conversations"))
     if isinstance(x, dict):
         if (p := _row_problems(x)[0:1]) and p[0] in ("bad_type", "missing", "empty"):
             raise DataError(f"row has {p[0]} fields: {_bad_fields(x)}")
         if tags := [f for f in ("think", "answer") for t in ("<think>", "</think>") if t in (x.get(f) or "")]:
-            raise DataError(f"think tags inside the {tags[0]} field; the chat template would split the text there")
+            raise DataError(f"think tags inside the {tags[0]} field; "
+                            "the chat template would split the text there")
         return to_messages(x, system)
     return _chat(x)
 
@@ -607,8 +636,10 @@ def _check_text(msgs, tokenizer):
     if found := sorted({s for s in tokenizer.all_special_tokens for t in texts if s in t}):
         raise DataError(f"special tokens {found} inside the text; they would be read as chat structure")
     c, (think, answer) = msgs[-1]["content"], _think_answer(msgs[-1])
-    if c.count("<think>") > 1 or c.count("</think>") > 1 or any(t in s for t in ("<think>", "</think>") for s in (think, answer)):
-        raise DataError("think tags inside the think or the answer; the chat template would drop the text around them")
+    if (c.count("<think>") > 1 or c.count("</think>") > 1
+            or any(t in s for t in ("<think>", "</think>") for s in (think, answer))):
+        raise DataError("think tags inside the think or the answer; "
+                        "the chat template would drop the text around them")
 
 def _with_think(msgs, think, answer):
     last = {k: v for k, v in msgs[-1].items() if k != "reasoning_content"}
@@ -616,10 +647,12 @@ def _with_think(msgs, think, answer):
 
 # %% ../nbs/00_data.ipynb #73bea82a
 def _fit_think(msgs, tokenizer, max_length, kw):
-    "Messages whose last think is the longest prefix that fits; `TooLongError` when even no think does not fit."
+    ("Messages whose last think is the longest prefix that fits; "
+     "`TooLongError` when even no think does not fit.")
     think, answer = _think_answer(msgs[-1])
     prompt = _chat_ids(tokenizer, [msgs[:-1]], add_generation_prompt=True, **kw)[0]
-    def ids(k): return _assemble(_chat_ids(tokenizer, [_with_think(msgs, think[:k], answer)])[0], prompt, tokenizer)
+    def ids(k):
+        return _assemble(_chat_ids(tokenizer, [_with_think(msgs, think[:k], answer)])[0], prompt, tokenizer)
     best = ids(0)
     if len(best[0]) > max_length:
         raise TooLongError(f"{len(best[0])} tokens with the think removed > max_length {max_length}")
@@ -638,8 +671,10 @@ def _fit_think(msgs, tokenizer, max_length, kw):
 
 def _check_options(max_length, truncation, empty_think):
     _check_max_length(max_length)
-    if truncation not in ("think", "drop", "right"): raise ValueError(f"truncation must be think/drop/right, not {truncation!r}")
-    if empty_think not in ("label", "prompt"): raise ValueError(f"empty_think must be label/prompt, not {empty_think!r}")
+    if truncation not in ("think", "drop", "right"):
+        raise ValueError(f"truncation must be think/drop/right, not {truncation!r}")
+    if empty_think not in ("label", "prompt"):
+        raise ValueError(f"empty_think must be label/prompt, not {empty_think!r}")
 
 def _tokenize(msgs, tokenizer, max_length, truncation, empty_think, full=None, prompt=None):
     "`(example, action)`; action is None, 'think' or 'right'. `full`/`prompt` are precomputed renders."
@@ -654,22 +689,27 @@ def _tokenize(msgs, tokenizer, max_length, truncation, empty_think, full=None, p
     if max_length and len(input_ids) > max_length:
         if truncation == "drop": raise TooLongError(f"{len(input_ids)} tokens > max_length {max_length}")
         if truncation == "think":
-            if not thinking: raise TooLongError(f"{len(input_ids)} tokens > max_length {max_length} and no think to shorten")
+            if not thinking:
+                raise TooLongError(f"{len(input_ids)} tokens > max_length {max_length} "
+                                   "and no think to shorten")
             input_ids, labels = _fit_think(msgs, tokenizer, max_length, kw); action = "think"
         else:
-            warnings.warn("truncation='right' cuts the answer and the terminator (reference behaviour, for comparison only)")
+            warnings.warn("truncation='right' cuts the answer and the terminator "
+                          "(reference behaviour, for comparison only)")
             input_ids, labels = input_ids[:max_length], labels[:max_length]; action = "right"
-            if all(l == -100 for l in labels): raise TooLongError(f"prompt alone is over max_length {max_length}")
+            if all(l == -100 for l in labels):
+                raise TooLongError(f"prompt alone is over max_length {max_length}")
     return dict(input_ids=input_ids, attention_mask=[1] * len(input_ids), labels=labels), action
 
 def tokenize_sft(row_or_messages, # normalised row, list of chat messages, or {"messages": [...]}
                  tokenizer, # a tokenizer with a chat template (Qwen3)
                  max_length:int|None=2048, # tokens; None for no limit
-                 truncation:str="think", # "think" (shorten the think), "drop" (raise), "right" (reference, warns)
+                 truncation:str="think", # "think" (shorten think), "drop" (raise), "right" (reference, warns)
                  empty_think:str="label", # non-thinking rows: empty think block in "label" or in "prompt"
                  system:str|None=DEFAULT_SYSTEM_PROMPT, # system prompt for row dicts
                 )->dict: # input_ids, attention_mask, labels (lists of int, -100 on prompt tokens)
-    "Tokenize one conversation with the chat template; labels supervise the last assistant turn and its `<|im_end|>`."
+    ("Tokenize one conversation with the chat template; "
+     "labels supervise the last assistant turn and its `<|im_end|>`.")
     return _tokenize(_parse(row_or_messages, system), tokenizer, max_length, truncation, empty_think)[0]
 
 # %% ../nbs/00_data.ipynb #b3868ef4
@@ -705,20 +745,24 @@ def tokenize_rows(rows:list, # normalised rows, message lists or {"messages": [.
     full = dict(zip(ids, _chat_ids(tokenizer, [msgs[i] for i in ids])))
     prompt = {}
     for off in (False, True):
-        grp = [i for i in ids if off == (empty_think == "prompt" and not _think_answer(msgs[i][-1])[0].strip())]
+        grp = [i for i in ids
+               if off == (empty_think == "prompt" and not _think_answer(msgs[i][-1])[0].strip())]
         kw = {"enable_thinking": False} if off else {}
-        prompt |= dict(zip(grp, _chat_ids(tokenizer, [msgs[i][:-1] for i in grp], add_generation_prompt=True, **kw)))
+        prompt |= dict(zip(grp, _chat_ids(tokenizer, [msgs[i][:-1] for i in grp],
+                                          add_generation_prompt=True, **kw)))
     examples = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for i in ids:
-            try: ex, action = _tokenize(msgs[i], tokenizer, max_length, truncation, empty_think, full[i], prompt[i])
+            try: ex, action = _tokenize(msgs[i], tokenizer, max_length, truncation, empty_think,
+                                        full[i], prompt[i])
             except TooLongError as e: rep.dropped[i] = f"too_long: {e}"; rep.add("too_long", i); continue
             except DataError as e: rep.dropped[i] = f"bad_row: {e}"; rep.add("bad_row", i); continue
             if action: rep.add(f"truncated_{action}", i)
             examples.append(ex); rep.kept.append(i)
     if "truncated_right" in rep.problems:
-        warnings.warn(f"truncation='right' cut {len(rep.problems['truncated_right'])} rows: they lose their terminator")
+        warnings.warn(f"truncation='right' cut {len(rep.problems['truncated_right'])} rows: "
+                      "they lose their terminator")
     rep.n_out = len(examples)
     rep.kept.sort()
     assert rep.n_in == rep.n_out + len(rep.dropped)
@@ -733,9 +777,10 @@ def token_lengths(rows:list[dict], # normalised rows
     convs = [to_messages(r, system) for r in rows]
     full = [len(x) - 1 for x in _chat_ids(tokenizer, convs)]  # minus the trailing newline we drop
     prompt = [len(x) for x in _chat_ids(tokenizer, [c[:-1] for c in convs], add_generation_prompt=True)]
-    enc = lambda xs: [len(x) for x in tokenizer([x or "" for x in xs], add_special_tokens=False)["input_ids"]] if xs else []
-    df = pd.DataFrame(dict(prompt=prompt, think=enc([r.get("think") for r in rows]), answer=enc([r["answer"] for r in rows]),
-                           total=full))
+    enc = lambda xs: ([len(x) for x in
+                       tokenizer([x or "" for x in xs], add_special_tokens=False)["input_ids"]] if xs else [])
+    df = pd.DataFrame(dict(prompt=prompt, think=enc([r.get("think") for r in rows]),
+                           answer=enc([r["answer"] for r in rows]), total=full))
     df["supervised"] = df.total - df.prompt
     return df
 
@@ -751,7 +796,7 @@ def length_summary(df:pd.DataFrame, # from `token_lengths`
 @delegates(load_split)
 def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", list of rows or HF dataset
                  out_dir=".", # output folder
-                 **kwargs, # `load_split`'s options (`val_frac`, `seed`, ..., `tokenizer`: also length statistics)
+                 **kwargs, # `load_split`'s options (`val_frac`, `seed`, ..., `tokenizer`: also length stats)
                 )->DataReport: # the report; `extra` holds the counts and the file paths
     "Load, validate, split and write train/val files in raw, reference-format and chat-messages form."
     out = Path(out_dir)
@@ -761,15 +806,17 @@ def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", l
     bound.apply_defaults()  # one set of defaults: `load_split`'s
     a = bound.arguments
     train, val, rep = load_split(**a)
-    val_frac, seed, tokenizer, max_length, system = (a[k] for k in ("val_frac", "seed", "tokenizer", "max_length",
-                                                                    "system"))
+    val_frac, seed, tokenizer, max_length, system = (a[k] for k in ("val_frac", "seed", "tokenizer",
+                                                                    "max_length", "system"))
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise DataError(f"cannot create out_dir {out}: {e.strerror or e}") from None
     files = {}
     for name, part in (("train", train), ("val", val)):
         files[name] = write_jsonl(part, out/f"{name}.jsonl")
-        files[f"{name}_format"] = write_jsonl([format_row(r, system) for r in part], out/f"{name}_format.jsonl")
-        files[f"{name}_messages"] = write_jsonl([{"messages": to_messages(r, system)} for r in part], out/f"{name}_messages.jsonl")
+        files[f"{name}_format"] = write_jsonl([format_row(r, system) for r in part],
+                                              out/f"{name}_format.jsonl")
+        files[f"{name}_messages"] = write_jsonl([{"messages": to_messages(r, system)} for r in part],
+                                                out/f"{name}_messages.jsonl")
     files["split_index"] = write_jsonl([{"split": s, "split_pos": p, "orig_pos": i} for s, idx in
                                         zip(("train", "val"), split_indices(rep.n_in, val_frac, seed))
                                         for p, i in enumerate(idx)], out/"split_index.jsonl")
@@ -785,18 +832,19 @@ def _parse_kv(s:str|None, what:str)->dict|None:
     "`a=b,c=d` -> {'a': 'b', 'c': 'd'}; `DataError` on a malformed pair."
     if not s: return None
     pairs = [p.split("=", 1) for p in s.split(",") if p.strip()]
-    if any(len(p) != 2 for p in pairs): raise DataError(f"--{what} expects key=value pairs separated by commas, got {s!r}")
+    if any(len(p) != 2 for p in pairs):
+        raise DataError(f"--{what} expects key=value pairs separated by commas, got {s!r}")
     return {k.strip(): v.strip() for k, v in pairs}
 
 # %% ../nbs/00_data.ipynb #0f9bdd7d
 @command()
-def medsft_data(source:str=DEFAULT_DATASET, # file or folder (.jsonl/.json/.csv/.parquet), ModelScope id, or `sample`
+def medsft_data(source:str=DEFAULT_DATASET, # file/folder (jsonl/json/csv/parquet), ModelScope id or `sample`
                 out_dir:str=".", # folder for train/val files, formats, split index and report.json
-                val_frac:float=0.1, # validation share (reference: 0.1, i.e. first int(0.9*n) shuffled rows train)
+                val_frac:float=0.1, # validation share (reference: 0.1; first int(0.9*n) shuffled rows train)
                 seed:int=42, # random.seed for the shuffle (reference: 42)
                 encoding:str="utf-8", # text encoding of local files, e.g. gb18030
                 columns:str=None, # column mapping, e.g. question=Question,think=Complex_CoT,answer=Response
-                policies:str=None, # per-problem policy, e.g. duplicate=drop,literal_newline=fix (drop/keep/fail)
+                policies:str=None, # problem=policy, e.g. duplicate=drop,literal_newline=fix (drop/keep/fail)
                 skip_bad_lines:bool=False, # skip JSONL lines that do not parse (counted in the report)
                 max_length:int=2048, # tokens, for the over-length check (needs --tokenizer)
                 tokenizer:str=None, # tokenizer folder for the over-length check and length statistics
@@ -809,8 +857,9 @@ def medsft_data(source:str=DEFAULT_DATASET, # file or folder (.jsonl/.json/.csv/
         try: tk = AutoTokenizer.from_pretrained(tokenizer)
         except Exception as e: raise DataError(f"cannot load tokenizer {tokenizer!r}: {e}") from None
     rep = prepare_data(source, out_dir, val_frac=val_frac, seed=seed, columns=_parse_kv(columns, "columns"),
-                       encoding=encoding, skip_bad_lines=skip_bad_lines, policies=_parse_kv(policies, "policies"),
-                       tokenizer=tk, max_length=max_length, refresh=refresh)
+                       encoding=encoding, skip_bad_lines=skip_bad_lines,
+                       policies=_parse_kv(policies, "policies"), tokenizer=tk, max_length=max_length,
+                       refresh=refresh)
     print(f"source: {rep.source}")
     print(rep.summary())
     print(f"wrote {', '.join(Path(p).name for p in rep.files.values())} to {out_dir}")

@@ -34,24 +34,28 @@ _STATE_FILES = ("*.safetensors", "*.bin", "*.pt", "*.json", "*.jinja", "*.model"
 
 def checkpoint_state(checkpoint, # a model folder (or `TINY`, a ModelScope id: returned as given)
                     )->str: # 16 hex digits; changes when any weight, config or tokenizer file changes
-    "Fingerprint of the files behind a checkpoint folder: names, sizes and modification times (an adapter's base too)."
+    ("Fingerprint of the files behind a checkpoint folder: names, sizes and modification times "
+     "(an adapter's base too).")
     path = Path(str(checkpoint)).expanduser()
     if not path.is_dir(): return str(checkpoint)
     sig = [(f.name, (st := f.stat()).st_size, st.st_mtime_ns)
            for f in sorted(f for pat in _STATE_FILES for f in path.glob(pat) if f.is_file())]
     if (path / "adapter_config.json").is_file():
-        base = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+        base = (json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+                .get("base_model_name_or_path"))
         if base and Path(base).is_dir(): sig.append(("base", checkpoint_state(base)))
     return hashlib.sha256(repr(sig).encode()).hexdigest()[:16]
 
 # %% ../nbs/04_inference.ipynb #e265d0e0
-def chat_messages(question_or_messages, # a question (str), or a `messages` list of `{"role", "content"}` dicts
-                  system:str=DEFAULT_SYSTEM_PROMPT, # system prompt put before a bare question; `None` or `""`: none
+def chat_messages(question_or_messages, # a question (str) or a `messages` list of `{"role", "content"}` dicts
+                  system:str=DEFAULT_SYSTEM_PROMPT, # system prompt before a bare question; `None`/`""`: none
                  )->list: # `messages`, ready for `apply_chat_template`
-    "Wrap a question into system + user `messages`, or check a given `messages` list; `ValueError` when empty."
+    ("Wrap a question into system + user `messages`, or check a given `messages` list; "
+     "`ValueError` when empty.")
     if isinstance(question_or_messages, str):
         if not question_or_messages.strip(): raise ValueError("empty question: there is nothing to answer")
-        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question_or_messages}]
+        return (([{"role": "system", "content": system}] if system else [])
+                + [{"role": "user", "content": question_or_messages}])
     messages = list(question_or_messages)
     if not messages: raise ValueError("empty messages list: there is nothing to answer")
     for i, m in enumerate(messages):
@@ -63,8 +67,8 @@ def chat_messages(question_or_messages, # a question (str), or a `messages` list
 
 # %% ../nbs/04_inference.ipynb #9cc2e667
 def parse_response(text:str, # new text only; decoded with or without special tokens
-                   stopped:bool=None, # did generation end on the terminator? `None`: unknown, judge by `</think>` only
-                  )->dict: # `think`, `answer` (`""` while the think is open), `closed` (think closed), `finished`
+                   stopped:bool=None, # ended on the terminator? `None`: unknown, judge by `</think>` only
+                  )->dict: # `think`, `answer` (`""` while think is open), `closed` (think closed), `finished`
     "Split generated `text` with `parse_assistant`; `finished`: the think closed and the terminator came."
     if "<|im_end|>" in text: text, stopped = text.split("<|im_end|>", 1)[0], True
     parts = parse_assistant(text)
@@ -82,11 +86,12 @@ class Predictor:
         t0 = time.perf_counter()
         if isinstance(checkpoint, (tuple, list)):
             (self.model, self.tokenizer), self.checkpoint = checkpoint, type(checkpoint[0]).__name__
-            self.state = f"object-{id(checkpoint[0]):x}"  # what the model was loaded from (`checkpoint_state`)
+            # what the model was loaded from (`checkpoint_state`)
+            self.state = f"object-{id(checkpoint[0]):x}"
         else:
             self.state = checkpoint_state(checkpoint)
-            self.model, self.tokenizer = load_model_and_tokenizer(checkpoint, device=device, dtype=dtype, base=base,
-                                                                  padding_side="left")
+            self.model, self.tokenizer = load_model_and_tokenizer(checkpoint, device=device, dtype=dtype,
+                                                                  base=base, padding_side="left")
             self.checkpoint = str(checkpoint)
         self.model.eval()
         self.load_seconds = time.perf_counter() - t0  # seconds spent loading
@@ -94,11 +99,14 @@ class Predictor:
             raise ValueError(f"{self.checkpoint}: the tokenizer has no chat template (chat_template.jinja)")
         eos = self.model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
-        self.eos_token_id = list(dict.fromkeys(eos + [i for i in [self.tokenizer.eos_token_id] if i is not None])) or [IM_END_ID]
-        self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_token_id[0]
+        self.eos_token_id = list(dict.fromkeys(eos + [i for i in [self.tokenizer.eos_token_id]
+                                                      if i is not None])) or [IM_END_ID]
+        self.pad_token_id = (self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+                             else self.eos_token_id[0])
         self.last_stream = None  # `new_tokens`, `stopped` and `seconds` of the latest `stream`
 
-    def __repr__(self): return f"Predictor({self.checkpoint!r}, device={self.model.device}, dtype={self.model.dtype})"
+    def __repr__(self):
+        return f"Predictor({self.checkpoint!r}, device={self.model.device}, dtype={self.model.dtype})"
 
 # %% ../nbs/04_inference.ipynb #a4e942c8
 @patch
@@ -125,10 +133,14 @@ def generation_config(self:Predictor,
     "The `GenerationConfig` for one call: Qwen3's recommended sampling, or greedy; stops on `eos_token_id`."
     if do_sample:
         given = dict(temperature=temperature, top_p=top_p, top_k=top_k)
-        sampling = {k: given[k] if given[k] is not None else v for k, v in SAMPLING[bool(enable_thinking)].items()}
-    else: sampling = dict(temperature=1.0, top_p=1.0, top_k=50)  # neutral: no "flags ignored" warnings from the checkpoint's values
-    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=self.eos_token_id,
-                            pad_token_id=self.pad_token_id, repetition_penalty=repetition_penalty or 1.0, **sampling)
+        sampling = {k: given[k] if given[k] is not None else v
+                    for k, v in SAMPLING[bool(enable_thinking)].items()}
+    else:
+        # neutral: no "flags ignored" warnings from the checkpoint's values
+        sampling = dict(temperature=1.0, top_p=1.0, top_k=50)
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=do_sample,
+                            eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id,
+                            repetition_penalty=repetition_penalty or 1.0, **sampling)
 
 # %% ../nbs/04_inference.ipynb #116bf20e
 @patch
@@ -157,15 +169,17 @@ def generate(self:Predictor,
             )->list: # one record per question, in input order (see above)
     "Generate for a list of questions in left-padded batches; records hold only the new text."
     prompts = [self.prompt(q, system, enable_thinking) for q in questions]
-    config = self.generation_config(max_new_tokens, do_sample, enable_thinking, temperature, top_p, top_k, repetition_penalty)
-    lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    config = self.generation_config(max_new_tokens, do_sample, enable_thinking, temperature, top_p, top_k,
+                                    repetition_penalty)
+    lengths = ([len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+               if prompts else [])
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     if seed is not None: torch.manual_seed(seed)
     records = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, padding_side="left",
-                             add_special_tokens=False).to(self.model.device)
+        enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                             padding_side="left", add_special_tokens=False).to(self.model.device)
         with torch.inference_mode(): out = self.model.generate(**enc, generation_config=config, **kwargs)
         for i, ids in zip(idx, out[:, enc["input_ids"].shape[1]:].tolist()): records[i] = self._record(ids)
     return records
@@ -188,7 +202,8 @@ class _Cancel(StoppingCriteria):
     "Stops generation once `event` is set (the consumer closed the stream)."
     def __init__(self): self.event = threading.Event()
     def __call__(self, input_ids, scores, **kwargs):
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool,
+                          device=input_ids.device)
 
 # %% ../nbs/04_inference.ipynb #6ef7a29e
 @patch
@@ -198,22 +213,26 @@ def stream(self:Predictor,
            enable_thinking:bool=True, # False: no think block
            system:str=DEFAULT_SYSTEM_PROMPT, # system prompt for a bare question
            do_sample:bool=True, # False: greedy decoding
-           temperature:float=None, top_p:float=None, top_k:int=None, repetition_penalty:float=None, # as in `generate`
+           temperature:float=None, top_p:float=None,
+           top_k:int=None, repetition_penalty:float=None, # as in `generate`
            seed:int=None, # `torch.manual_seed(seed)` first
            **kwargs, # passed on to `model.generate`
           ): # a generator of text pieces (new text only, special tokens dropped)
     "Yield the new text piece by piece while the model generates it in a background thread."
     enc = self.tokenizer([self.prompt(question_or_messages, system, enable_thinking)], return_tensors="pt",
                          add_special_tokens=False).to(self.model.device)
-    config = self.generation_config(max_new_tokens, do_sample, enable_thinking, temperature, top_p, top_k, repetition_penalty)
-    streamer = _CountingStreamer(self.tokenizer, self.eos_token_id, skip_prompt=True, skip_special_tokens=True)
+    config = self.generation_config(max_new_tokens, do_sample, enable_thinking, temperature, top_p, top_k,
+                                    repetition_penalty)
+    streamer = _CountingStreamer(self.tokenizer, self.eos_token_id, skip_prompt=True,
+                                 skip_special_tokens=True)
     cancel, errors = _Cancel(), []
     stopping = StoppingCriteriaList([*kwargs.pop("stopping_criteria", []), cancel])
     if seed is not None: torch.manual_seed(seed)
     def work():
         try:
             with torch.inference_mode():
-                self.model.generate(**enc, generation_config=config, streamer=streamer, stopping_criteria=stopping, **kwargs)
+                self.model.generate(**enc, generation_config=config, streamer=streamer,
+                                    stopping_criteria=stopping, **kwargs)
         except BaseException as e: errors.append(e); streamer.end()
     t0, thread = time.perf_counter(), threading.Thread(target=work, daemon=True)
     thread.start()
@@ -223,16 +242,18 @@ def stream(self:Predictor,
     finally:
         cancel.event.set()
         thread.join()
-        self.last_stream = dict(new_tokens=streamer.new_tokens, stopped=streamer.stopped, seconds=time.perf_counter() - t0)
+        self.last_stream = dict(new_tokens=streamer.new_tokens, stopped=streamer.stopped,
+                                seconds=time.perf_counter() - t0)
     if errors: raise errors[0]
 
 # %% ../nbs/04_inference.ipynb #1647f73a
 def _tag_prefix(text:str, tags=("<think>", "</think>", "<|im_end|>"))->int:
     "Length of the longest end of `text` that is a proper start of one of `tags`."
-    return max(next((k for k in range(min(len(t) - 1, len(text)), 0, -1) if text.endswith(t[:k])), 0) for t in tags)
+    return max(next((k for k in range(min(len(t) - 1, len(text)), 0, -1) if text.endswith(t[:k])), 0)
+               for t in tags)
 
 def stream_parts(pieces, # text pieces, e.g. from `Predictor.stream`
-                ): # a generator of `("think" | "answer", text)` pairs; `(part, None)`: forget that part's text so far
+                ): # yields `("think" | "answer", text)` pairs; `(part, None)`: forget that part's text so far
     "Label streamed text pieces as think or answer with `parse_response`'s rule, dropping the tags."
     buf, shown = "", dict(think="", answer="")
     def update(text):
@@ -254,7 +275,8 @@ MAX_CACHED_PREDICTORS = 2  # models kept loaded by `get_predictor`
 def get_predictor(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`; a `Predictor` is returned as is
                   device=None, dtype=None, base=None, # as for `Predictor`
                  )->Predictor:
-    "The cached `Predictor` for `checkpoint`, reloaded when its files changed; at most `MAX_CACHED_PREDICTORS` kept."
+    ("The cached `Predictor` for `checkpoint`, reloaded when its files changed; "
+     "at most `MAX_CACHED_PREDICTORS` kept.")
     if isinstance(checkpoint, Predictor): return checkpoint
     if isinstance(checkpoint, (tuple, list)): return Predictor(checkpoint)
     path = Path(str(checkpoint)).expanduser()
@@ -271,20 +293,22 @@ def clear_predictors():
     _PREDICTORS.clear()
 
 # %% ../nbs/04_inference.ipynb #bf9d2208
-def _is_messages(x)->bool: return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(m, dict) for m in x)
+def _is_messages(x)->bool:
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(m, dict) for m in x)
 
 def predict(question_or_messages, # a question, a `messages` list, or a list of questions/`messages` lists
-            checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`; also a `Predictor` or a `(model, tokenizer)` pair
+            checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`; also a `Predictor` or `(model, tokenizer)`
             max_new_tokens:int=256, # the reference `-m`; thinking answers need ~700-1,000 (see the FAQ below)
             enable_thinking:bool=True, # False: no think block
             system:str=DEFAULT_SYSTEM_PROMPT, # system prompt for bare questions
             do_sample:bool=True, # False: greedy decoding
-            temperature:float=None, top_p:float=None, top_k:int=None, # None: Qwen3's recommendation (`SAMPLING`)
+            temperature:float=None, top_p:float=None,
+            top_k:int=None, # None: Qwen3's recommendation (`SAMPLING`)
             repetition_penalty:float=None, # None: off
             seed:int=None, # `torch.manual_seed(seed)` first
             batch_size:int=8, # questions per batch, for a list
-            return_dict:bool=False, # True: `generate` records (`text`, `think`, `answer`, `finished`, `stopped`, `new_tokens`)
-            device=None, dtype=None, base=None, # as for `Predictor` (used when the checkpoint is first loaded)
+            return_dict:bool=False, # True: `generate`'s records (`text`, `think`, `answer`, `finished`, ...)
+            device=None, dtype=None, base=None, # as for `Predictor` (used when the checkpoint first loads)
             **kwargs, # passed on to `model.generate`
            ): # the new text (str), or a list of them for a list of questions
     "Answer with `checkpoint` (loaded once, then cached); returns only the newly generated text."
@@ -292,9 +316,9 @@ def predict(question_or_messages, # a question, a `messages` list, or a list of 
     items = [question_or_messages] if single else list(question_or_messages)
     if not items: raise ValueError("no questions given")
     records = get_predictor(checkpoint, device, dtype, base).generate(
-        items, max_new_tokens=max_new_tokens, enable_thinking=enable_thinking, system=system, do_sample=do_sample,
-        temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, seed=seed,
-        batch_size=batch_size, **kwargs)
+        items, max_new_tokens=max_new_tokens, enable_thinking=enable_thinking, system=system,
+        do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
+        repetition_penalty=repetition_penalty, seed=seed, batch_size=batch_size, **kwargs)
     out = records if return_dict else [r["text"] for r in records]
     return out[0] if single else out
 
@@ -329,7 +353,8 @@ def bleu4(hypotheses:list, # generated answers
     return sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize="zh").score
 
 # %% ../nbs/04_inference.ipynb #rs000001
-def _dumps(obj, **kwargs)->str: return json.dumps(obj, ensure_ascii=False, **kwargs)  # the CLIs' `json` flag hides `json`
+def _dumps(obj, **kwargs)->str: # the CLIs' `json` flag hides `json`
+    return json.dumps(obj, ensure_ascii=False, **kwargs)
 
 def _question_key(row:dict)->str:
     "What identifies a row's question in an output file: its `messages`, `question` or `input`, as JSON."
@@ -377,11 +402,12 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
              system:str=DEFAULT_SYSTEM_PROMPT, # system prompt, as in training
              do_sample:bool=True, # False: greedy decoding
              seed:int=42, # sampling seed
-             skip_bad_rows:bool=False, # leave out rows without a text question and answer (listed) instead of raising
+             skip_bad_rows:bool=False, # skip rows without a text question and answer (listed); False: raise
              device=None, dtype=None, base=None, # as for `Predictor`
              **kwargs, # more generation settings (`temperature`, `top_p`, `top_k`, `repetition_penalty`)
             )->dict: # the summary, also written to `out_dir/summary.json`
-    "Answer the questions of `val_file`, score answers only (BLEU-4, ROUGE-L) and write predictions and a summary."
+    ("Answer the questions of `val_file`, score answers only (BLEU-4, ROUGE-L) "
+     "and write predictions and a summary.")
     rows = load_rows(val_file)[:n]
     lines = read_jsonl(val_file, with_lines=True)[1][:n] if str(val_file).endswith(".jsonl") else None
     rows, report = check_rows(rows, ("question", "answer"), where=str(val_file),
@@ -421,10 +447,11 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
                    seconds=round(seconds, 1), max_new_tokens=max_new_tokens, batch_size=batch_size,
                    enable_thinking=enable_thinking, do_sample=do_sample, seed=seed,
                    **{k: v for k, v in kwargs.items() if isinstance(v, (int, float, str))},
-                   skipped={f"{val_file}:{lines[i]}" if lines and len(lines) == report.n_in else f"row {i + 1}": why
-                            for i, why in report.dropped.items()},
+                   skipped={f"{val_file}:{lines[i]}" if lines and len(lines) == report.n_in
+                            else f"row {i + 1}": why for i, why in report.dropped.items()},
                    device=str(pred.model.device), dtype=str(pred.model.dtype).replace("torch.", ""))
-    (out_dir / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n",
+                                          encoding="utf-8")
     return summary
 
 # %% ../nbs/04_inference.ipynb #41c606fb
@@ -432,7 +459,7 @@ class ChatBox:
     "An ipywidgets chat box: a question in, the think block and the answer streamed out."
     def __init__(self,
                  checkpoint=TINY, # anything `get_predictor` accepts
-                 **kwargs, # generation settings for `Predictor.stream` (`max_new_tokens`, `enable_thinking`, ...)
+                 **kwargs, # settings for `Predictor.stream` (`max_new_tokens`, `enable_thinking`, ...)
                 ):
         import ipywidgets as w  # imported here: the CLIs do not need it
         self.predictor, self.kwargs = get_predictor(checkpoint), kwargs
@@ -452,7 +479,8 @@ class ChatBox:
         self.button.disabled = True
         pieces = []
         def tee():
-            for piece in self.predictor.stream(self.question.value, **self.kwargs): pieces.append(piece); yield piece
+            for piece in self.predictor.stream(self.question.value, **self.kwargs):
+                pieces.append(piece); yield piece
         try:
             for part, piece in stream_parts(tee()):
                 box = self.think if part == "think" else self.answer
@@ -462,14 +490,16 @@ class ChatBox:
             return dict(think="", answer="", closed=False, finished=False)
         finally: self.button.disabled = False
         st = self.predictor.last_stream
-        self.status.value = f"{st['new_tokens']} new tokens, " + ("stopped on the terminator" if st["stopped"] else "cut by max_new_tokens")
+        self.status.value = (f"{st['new_tokens']} new tokens, "
+                             + ("stopped on the terminator" if st["stopped"] else "cut by max_new_tokens"))
         return parse_response("".join(pieces), stopped=st["stopped"])
 
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
 
 # %% ../nbs/04_inference.ipynb #7f49289e
 def _file_questions(file, system:str, skip:bool)->tuple:
-    "(rows, questions) of a JSONL file of questions, checked before any model loads; bad rows raise or are skipped."
+    ("(rows, questions) of a JSONL file of questions, checked before any model loads; "
+     "bad rows raise or are skipped.")
     rows, lines = read_jsonl(file, with_lines=True)
     field = lambda r: next((k for k in ("messages", "question", "input") if k in r), "question")
     proxies = [dict(question="messages" if field(r) == "messages" else r.get(field(r))) for r in rows]
@@ -488,9 +518,9 @@ def _file_questions(file, system:str, skip:bool)->tuple:
 
 @command(short=dict(input="-i", checkpoint="-c", max_new_tokens="-m", file="-f", output="-o"))
 def medsft_predict(input:str=None, # the question to answer
-                   checkpoint:str=DEFAULT_CHECKPOINT, # model folder, checkpoint-N, adapter folder, merged model, or tiny-qwen3
+                   checkpoint:str=DEFAULT_CHECKPOINT, # model/checkpoint-N/adapter/merged folder or tiny-qwen3
                    max_new_tokens:int=256, # new tokens at most (think + answer); thinking needs ~1024
-                   file:str=None, # JSONL of questions (`question`, `input` or `messages` per row) instead of -i
+                   file:str=None, # JSONL of questions (`question`, `input` or `messages` each) instead of -i
                    output:str=None, # with --file: write the results here instead of stdout (input fields + results; an input `answer` becomes `gold_answer`); a rerun continues it
                    skip_bad_rows:bool=False, # with --file: skip rows without a usable question (listed on stderr) instead of stopping
                    no_think:bool=False, # answer without a think block
@@ -510,14 +540,17 @@ def medsft_predict(input:str=None, # the question to answer
                   ):
     "Answer a medical question (or a JSONL file of them) with a trained checkpoint; prints only the new text."
     hf_logging.disable_progress_bar()
-    if (input is None) == (file is None): raise ValueError("give a question with -i/--input, or a JSONL file with --file")
-    if stream and (file or json): raise ValueError("--stream prints one question's text: use it without --file and --json")
+    if (input is None) == (file is None):
+        raise ValueError("give a question with -i/--input, or a JSONL file with --file")
+    if stream and (file or json):
+        raise ValueError("--stream prints one question's text: use it without --file and --json")
     if input is not None: chat_messages(input)  # an empty question fails before the model loads
     rows = None
     if file is not None:
         rows, questions = _file_questions(file, system, skip_bad_rows)
         todo, matched = _match_done(rows, _done_rows(output)) if output else (list(range(len(rows))), {})
-        if matched: print(f"note: {output} already answers {len(matched)} of {len(rows)} rows; continuing", file=sys.stderr)
+        if matched: print(f"note: {output} already answers {len(matched)} of {len(rows)} rows; continuing",
+                          file=sys.stderr)
         if not todo: return
     settings = dict(max_new_tokens=max_new_tokens, enable_thinking=not no_think, system=system or None,
                     do_sample=not greedy, temperature=temperature, top_p=top_p, top_k=top_k,
@@ -525,7 +558,8 @@ def medsft_predict(input:str=None, # the question to answer
     try: pred = get_predictor(checkpoint, device, dtype, base)
     except FileNotFoundError as e:
         if str(checkpoint) == DEFAULT_CHECKPOINT and not Path(checkpoint).exists():
-            raise FileNotFoundError(f"{e}; train one with medsft_train, or try the demo model with -c {TINY}") from None
+            raise FileNotFoundError(f"{e}; train one with medsft_train, "
+                                    f"or try the demo model with -c {TINY}") from None
         raise
     if stream:
         for piece in pred.stream(input, **settings): print(piece, end="", flush=True)
@@ -536,33 +570,40 @@ def medsft_predict(input:str=None, # the question to answer
         try:
             for start in range(0, len(todo), 4 * batch_size):  # written and flushed every 4 batches
                 idx = todo[start:start + 4 * batch_size]
-                for i, rec in zip(idx, pred.generate([questions[i] for i in idx], batch_size=batch_size, **settings)):
-                    out.write(_dumps({**{f"gold_{k}" if k in rec else k: v for k, v in rows[i].items()}, **rec}) + "\n")
+                for i, rec in zip(idx, pred.generate([questions[i] for i in idx], batch_size=batch_size,
+                                                     **settings)):
+                    out.write(_dumps({**{f"gold_{k}" if k in rec else k: v for k, v in rows[i].items()},
+                                      **rec}) + "\n")
                     unfinished += not rec["finished"]
                 out.flush()
         finally:
             if output: out.close()
-        if unfinished: print(f"note: {unfinished} of {len(todo)} outputs unfinished (raise -m)", file=sys.stderr)
+        if unfinished:
+            print(f"note: {unfinished} of {len(todo)} outputs unfinished (raise -m)", file=sys.stderr)
         return
     else:
         record = pred.generate([input], **settings)[0]
         print(_dumps(dict(question=input, **record)) if json else record["text"])
     if not record["stopped"]:
-        print(f"note: stopped at max_new_tokens={max_new_tokens} before the end of the answer (raise -m)", file=sys.stderr)
+        print(f"note: stopped at max_new_tokens={max_new_tokens} before the end of the answer (raise -m)",
+              file=sys.stderr)
 
 # %% ../nbs/04_inference.ipynb #d3fe4299
 def format_summary(summary:dict)->str: # a two-column text table
     "The headline numbers of an `evaluate` summary as a text table."
     n = summary["n"]
     lines = [("checkpoint", summary["checkpoint"]), ("questions", n),
-             ("BLEU-4 (answer only)", f"{summary['bleu4']:.2f}"), ("ROUGE-L F1 (answer only)", f"{summary['rouge_l']:.2f}"),
+             ("BLEU-4 (answer only)", f"{summary['bleu4']:.2f}"),
+             ("ROUGE-L F1 (answer only)", f"{summary['rouge_l']:.2f}"),
              ("finished", f"{round(summary['finished'] * n)}/{n} ({summary['finished']:.0%})"),
-             ("with think block", f"{summary['with_think']:.0%}"), ("mean new tokens", summary["mean_new_tokens"]),
-             ("tokens/s", summary["tokens_per_second"]), ("max_new_tokens", summary["max_new_tokens"])]
+             ("with think block", f"{summary['with_think']:.0%}"),
+             ("mean new tokens", summary["mean_new_tokens"]), ("tokens/s", summary["tokens_per_second"]),
+             ("max_new_tokens", summary["max_new_tokens"])]
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
 
-@command(short=dict(checkpoint="-c", val_file="-f", n="-n", max_new_tokens="-m", batch_size="-b", out_dir="-o"))
+@command(short=dict(checkpoint="-c", val_file="-f", n="-n", max_new_tokens="-m", batch_size="-b",
+                    out_dir="-o"))
 def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, merged model or tiny-qwen3 (default: the reference checkpoint-1084); with --benchmark, repeat -c to compare two
                 val_file:str="val.jsonl", # JSONL with question and answer fields
                 n:int=None, # evaluate the first n rows only
@@ -574,7 +615,7 @@ def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, mer
                 seed:int=42, # sampling seed
                 skip_bad_rows:bool=False, # leave out rows without a text question and answer (listed in the summary) instead of stopping
                 benchmark:str=None, # multiple-choice benchmark instead of --val-file: cmmlu-medical, a folder with test/*.csv, or a CSV/JSONL file
-                data_dir:str=None, # --benchmark: its folder (default: shared/data/cmmlu_medical above the working folder)
+                data_dir:str=None, # --benchmark: its folder (default: shared/data/cmmlu_medical above cwd)
                 columns:str=None, # --benchmark: JSON column mapping, e.g. {"question": "q", "options": "opts", "answer": "gold"}
                 limit:int=None, # --benchmark: the first N questions of each subject
                 shots:int=0, # --benchmark: solved dev questions before each question (k-shot)
@@ -584,20 +625,22 @@ def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, mer
                 base:str=None, # base model of an adapter, if not the recorded one
                 json:bool=False, # print the summary as JSON instead of a table
                ):
-    "Score checkpoints: answers on a validation file (BLEU-4, ROUGE-L), or accuracy on a multiple-choice --benchmark."
+    ("Score checkpoints: answers on a validation file (BLEU-4, ROUGE-L), "
+     "or accuracy on a multiple-choice --benchmark.")
     hf_logging.disable_progress_bar()
     checkpoints = checkpoint or [DEFAULT_CHECKPOINT]
     if benchmark is not None:
         from medsft.multiple_choice import benchmark_report
         try: mapping = _json.loads(columns) if columns else None
         except ValueError as e: raise ValueError(f"--columns is not JSON: {e}") from None
-        text, _ = benchmark_report(checkpoints, benchmark, out_dir=out_dir or "eval", as_json=json, data_dir=data_dir,
-                                   columns=mapping,
+        text, _ = benchmark_report(checkpoints, benchmark, out_dir=out_dir or "eval", as_json=json,
+                                   data_dir=data_dir, columns=mapping,
                                    limit=limit, shots=shots, mode=mode, batch_size=batch_size,
                                    max_new_tokens=max_new_tokens, device=device, dtype=dtype, base=base)
         print(text)
         return
-    if len(checkpoints) > 1: raise ValueError("several -c are for --benchmark; a --val-file run takes one checkpoint")
+    if len(checkpoints) > 1:
+        raise ValueError("several -c are for --benchmark; a --val-file run takes one checkpoint")
     summary = evaluate(checkpoints[0], val_file, n=n, max_new_tokens=max_new_tokens, batch_size=batch_size,
                        out_dir=out_dir, enable_thinking=not no_think, do_sample=not greedy, seed=seed,
                        skip_bad_rows=skip_bad_rows, device=device, dtype=dtype, base=base)

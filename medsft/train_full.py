@@ -31,17 +31,17 @@ from .model import (COMPLETE_FILE, DEFAULT_BASE, IM_END_ID, RUN_CONFIG, THINK_EN
 class TrainConfig(TrainingArguments):
     "One SFT run: every `transformers.TrainingArguments` field, the reference `train.py`'s defaults, and medsft's own."
     model:str=DEFAULT_BASE # base model folder, ModelScope id, `checkpoint-N` folder, or `tiny-qwen3` (embedded)
-    train_file:str="train.jsonl" # rows with question/think/answer: a file `load_rows` reads, `sample`, or (Python) a list of dicts
-    val_file:str="val.jsonl" # validation rows, same forms; "" or None: split `val_frac` off `train_file` (`medsft.data.load_split`)
+    train_file:str="train.jsonl" # question/think/answer rows: a file `load_rows` reads, `sample`, or a list of dicts
+    val_file:str="val.jsonl" # validation rows, same forms; "" or None: split `val_frac` off `train_file` (`load_split`)
     val_frac:float=0.1 # validation share when `val_file` is empty
     allow_eval_overlap:bool=False # accept a `val_file` that shares rows with the training rows (else: ValueError)
     max_length:int=2048 # tokens per row, prompt + think + answer + `<|im_end|>`
-    truncation:str="think" # rows over `max_length`: "think" (shorten the think), "drop", or "right" (reference, loses the terminator)
+    truncation:str="think" # rows over `max_length`: "think" (shorten it), "drop", "right" (reference: loses the end)
     system:str=DEFAULT_SYSTEM_PROMPT # system prompt put before each question
-    dtype:str=None # compute dtype: "bf16" (autocast, fp32 weights), "fp16" (autocast + loss scaling, GPU), "fp32"; None: bf16 where the GPU has it
+    dtype:str=None # compute: "bf16" (autocast, fp32 weights), "fp16" (GPU, loss scaling), "fp32"; None: bf16 if native
     pure_bf16:bool=False # store the trained weights and AdamW state in bf16 (half the memory; small updates are lost)
     swanlab_project:str="qwen3-sft-medical" # SwanLab project
-    swanlab_mode:str=None # "offline", "local", "online" or "disabled"; None: $SWANLAB_MODE, else online with $SWANLAB_API_KEY, else offline
+    swanlab_mode:str=None # offline/local/online/disabled; None: $SWANLAB_MODE, online with $SWANLAB_API_KEY, else offline
     swanlab_dir:str=None # SwanLab log folder; None: `{output_dir}/swanlog`
     num_predict:int=3 # validation rows answered (greedy) at the end, as the reference does
     max_new_tokens:int=256 # tokens per answer for those predictions
@@ -50,12 +50,12 @@ class TrainConfig(TrainingArguments):
     overwrite:bool=False # train into a non-empty `output_dir`, deleting its `checkpoint-N` folders
     resume:bool=False # continue from the newest complete `checkpoint-N` in `output_dir` (steps, optimizer, scheduler)
     progress:bool=True # progress bars; False: plain log lines instead (log files, notebooks)
-    packing:bool=True # concatenate the rows of a forward pass into one padding-free sequence (`medsft.speed.pack_collator`); False: padded batches, as the reference
-    chunked_loss:bool=True # compute the output layer and the loss only at supervised positions, in chunks (`medsft.speed.SFTTrainer`); False: full logits
-    cache_tokenized:bool=True # keep tokenized rows on disk under `$MEDSFT_CACHE/examples` (`medsft.speed.tokenize_cached`)
+    packing:bool=True # rows of a forward pass in one padding-free sequence (`pack_collator`); False: padded, as the reference
+    chunked_loss:bool=True # output layer and loss at supervised positions only, in chunks (`SFTTrainer`); False: full logits
+    cache_tokenized:bool=True # keep tokenized rows on disk under `$MEDSFT_CACHE/examples` (`tokenize_cached`)
     # `TrainingArguments` fields whose defaults differ: the reference train.py's values
     output_dir:str="./output/Qwen3-1.7B" # the final model; `checkpoint-N` folders go inside
-    per_device_train_batch_size:int=4 # rows per forward pass (reference: 1, with accumulation 4: the same 4 rows per step)
+    per_device_train_batch_size:int=4 # rows per forward pass (reference: 1 x accumulation 4, the same 4 rows per step)
     per_device_eval_batch_size:int=1 # rows per evaluation forward pass
     gradient_accumulation_steps:int=1 # forward passes per optimizer step (reference: 4)
     num_train_epochs:float=2 # passes over the training rows (ignored when `max_steps` > 0)
@@ -64,7 +64,7 @@ class TrainConfig(TrainingArguments):
     eval_steps:float=100 # evaluate every this many optimizer steps
     logging_steps:float=10 # log loss, learning rate and grad norm every this many steps
     save_steps:float=400 # write `checkpoint-N` every this many steps (and at the end)
-    gradient_checkpointing:bool=None # recompute activations in the backward pass (less memory, about 30 percent slower); None: when one step would not fit in memory (`medsft.speed.checkpointing_needed`); reference: on
+    gradient_checkpointing:bool=None # less memory, about 30 percent slower; None: if a step would not fit (reference: on)
     run_name:str="qwen3-1.7B" # experiment name in SwanLab
     report_to:str="none" # transformers' own loggers: none (medsft starts SwanLab itself, see `swanlab_mode`)
     logging_nan_inf_filter:bool=False # False: a NaN or inf loss is logged as it is (and `LossGuard` reports it)
@@ -259,7 +259,7 @@ def prepare_model(model, # a causal LM
                   cfg:TrainConfig, # `gradient_checkpointing` (None: by need), `per_device_train_batch_size`, `max_length`
                   autocast:str=None, # "bf16"/"fp16" halve the activations in the memory estimate
                  ):
-    "Set the model up for training: gradient checkpointing (non-reentrant, input gradients on) if set or needed, no KV cache."
+    "Set the model up for training: gradient checkpointing (non-reentrant) if set or needed, no KV cache."
     need = cfg.gradient_checkpointing
     if need is None:
         tokens = cfg.per_device_train_batch_size * cfg.max_length  # the largest forward pass
@@ -283,8 +283,9 @@ def build_trainer(cfg:TrainConfig, # the run settings
                   base_model=None, # folder whose `generation_config.json` checkpoints start from
                  )->Trainer:
     "The `MedsftTrainer` for `cfg` (its `TrainingArguments`, with the precision decided): packed or -100-padded batches."
-    args = replace(cfg, bf16=autocast == "bf16", fp16=autocast == "fp16", use_cpu=cfg.use_cpu or model.device.type == "cpu",
-                   **({} if eval_ds else dict(eval_strategy="no", eval_on_start=False)))  # `cfg` is the `TrainingArguments`
+    no_eval = {} if eval_ds else dict(eval_strategy="no", eval_on_start=False)
+    args = replace(cfg, bf16=autocast == "bf16", fp16=autocast == "fp16",  # `cfg` is the `TrainingArguments`
+                   use_cpu=cfg.use_cpu or model.device.type == "cpu", **no_eval)
     collate = pack_collator() if cfg.packing else DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
     return MedsftTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds or None,
                          processing_class=tokenizer, data_collator=collate, callbacks=list(callbacks),
@@ -333,7 +334,7 @@ def plot_losses(log_history:list, # `trainer.state.log_history` (or `train_summa
 def run_sft(cfg:TrainConfig, # the run settings
             wrap_model=None, # `wrap_model(model, cfg) -> model`, e.g. a PEFT wrapper; None: full-parameter training
            )->Path: # the final folder (`cfg.output_dir`)
-    "Run one SFT job end to end (see above); full-parameter unless `wrap_model` is given. Under a launcher only the main process prints and writes."
+    "Run one SFT job end to end (see above); full-parameter unless `wrap_model`. Only the main process prints and writes."
     want = cfg.dtype or ("bf16" if cfg.bf16 else "fp16" if cfg.fp16 else None)
     device, dtype, reason = pick_device("cpu" if cfg.use_cpu else None, want)
     state = PartialState(cpu=device == "cpu")  # the processes of torchrun / accelerate launch (one without a launcher)
@@ -346,7 +347,7 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
     with state.main_process_first(): resume_from = check_output_dir(cfg.output_dir, cfg.overwrite, cfg.resume)
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        for f in (COMPLETE_FILE, "train_summary.json", "loss.png"): (out/f).unlink(missing_ok=True)  # incomplete until done
+        for f in (COMPLETE_FILE, "train_summary.json", "loss.png"): (out/f).unlink(missing_ok=True)  # not done yet
         write_run_config(cfg, out/RUN_CONFIG)
     weights, autocast = train_precision(device, dtype, want, cfg.pure_bf16)
     print(f"device: {device}, weights {str(weights)[6:]}, autocast {autocast or 'off'} ({reason})")
@@ -388,11 +389,13 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
             swanlab.finish()
     hist = trainer.state.log_history
     last = next((h for h in reversed(hist) if "loss" in h), {})
-    s = dict(steps=trainer.state.global_step, tokens=trainer.state.num_input_tokens_seen, seconds=round(time.time() - t0, 1),
-             train_loss_mean=result.training_loss, last_logged_loss=last.get("loss"), last_logged_step=last.get("step"),
+    s = dict(steps=trainer.state.global_step, tokens=trainer.state.num_input_tokens_seen,
+             seconds=round(time.time() - t0, 1), train_loss_mean=result.training_loss,
+             last_logged_loss=last.get("loss"), last_logged_step=last.get("step"),
              eval_loss=metrics.get("eval_loss"), output_dir=str(out), resumed_from=resume_from, device=device,
              weights=str(weights)[6:], autocast=autocast,
-             predictions=[{k: p[k] for k in ("question", "text", "finished", "stop_token_id")} for p in preds], log_history=hist)
+             predictions=[{k: p[k] for k in ("question", "text", "finished", "stop_token_id")} for p in preds],
+             log_history=hist)
     if state.is_main_process:
         (out/"train_summary.json").write_text(json.dumps(s, ensure_ascii=False, indent=1), encoding="utf-8")
         try: plot_losses(hist, out/"loss.png", title=cfg.run_name)
@@ -420,7 +423,8 @@ def format_scores(model, # a causal LM
                   batch_size:int=4, # examples per forward pass
                  )->dict: # n, think_top1, im_end_top1 (shares of rows), their median ranks, eval_loss (nats/token)
     "Teacher-forced format check: is `</think>`/`<|im_end|>` the top-1 prediction where it belongs, and the eval loss."
-    ex = rows if rows and "input_ids" in rows[0] else tokenize_rows(rows, tokenizer, max_length, truncation, system=system)[0]
+    tokenized = rows and "input_ids" in rows[0]
+    ex = rows if tokenized else tokenize_rows(rows, tokenizer, max_length, truncation, system=system)[0]
     collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
     was = model.training
     model.eval()

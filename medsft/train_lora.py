@@ -19,37 +19,42 @@ from .cli import command
 from .train_full import TrainConfig, run_sft
 
 # %% ../nbs/03_train_lora.ipynb #5a1c75dc
-QWEN3_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # every linear layer in a block
+# every linear layer in a block
+QWEN3_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TIED = {"embed_tokens", "lm_head"}  # Qwen3 ties these two: one matrix
 
 @dataclass
 class LoraTrainConfig(TrainConfig):
     "Settings of one LoRA SFT run: every `TrainConfig` field plus the adapter's; defaults for Qwen3."
     output_dir:str="./output/Qwen3-1.7B-lora" # the final adapter; `checkpoint-N` adapters go inside
-    learning_rate:float=2e-4 # twice full SFT's 1e-4: only the small adapter matrices move (the common LoRA choice)
+    learning_rate:float=2e-4 # twice full SFT's 1e-4: only the small adapters move (the common LoRA choice)
     run_name:str="qwen3-1.7B-lora" # experiment name in SwanLab
     r:int=8 # LoRA rank
     lora_alpha:int=32 # the update is scaled by lora_alpha / r (here 4)
     lora_dropout:float=0.1 # dropout on the adapter's input
-    target_modules:list[str]=field(default_factory=lambda: list(QWEN3_LORA_TARGETS)) # module names that get adapters
-    modules_to_save:list[str]=None # modules trained in full and saved with the adapter, e.g. lm_head (the tie is kept)
+    target_modules:list[str]=field(default_factory=lambda: list(QWEN3_LORA_TARGETS)) # adapted module names
+    modules_to_save:list[str]=None # modules trained in full, saved with the adapter, e.g. lm_head (tie kept)
 
 # %% ../nbs/03_train_lora.ipynb #d8889fab
 def wrap_lora(model, # a prepared causal LM (see `medsft.train_full.prepare_model`)
               cfg:LoraTrainConfig, # `r`, `lora_alpha`, `lora_dropout`, `target_modules`, `modules_to_save`
              ): # a `PeftModel`; ValueError for LoRA on tied embeddings
     "Wrap `model` with a LoRA adapter for causal LM training and print the trainable share."
-    targets = cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)  # "all-linear" too
+    targets = (cfg.target_modules if isinstance(cfg.target_modules, str)  # "all-linear" too
+               else list(cfg.target_modules))
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     if tied and (bad := TIED & set([targets] if isinstance(targets, str) else targets)):
-        raise ValueError(f"target_modules {sorted(bad)}: this model ties embed_tokens and lm_head, and LoRA adapters on a "
-                         f"tied matrix do not merge correctly; train it in full with modules_to_save=['lm_head'] instead")
-    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, modules_to_save=cfg.modules_to_save,
+        raise ValueError(f"target_modules {sorted(bad)}: this model ties embed_tokens and lm_head, "
+                         f"and LoRA adapters on a tied matrix do not merge correctly; "
+                         f"train it in full with modules_to_save=['lm_head'] instead")
+    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.lora_alpha,
+                      lora_dropout=cfg.lora_dropout, target_modules=targets,
+                      modules_to_save=cfg.modules_to_save,
                       ensure_weight_tying=tied and bool(TIED & set(cfg.modules_to_save or [])))
     model = get_peft_model(model, lora)
     trainable, total = model.get_nb_trainable_parameters()
-    print(f"LoRA r={cfg.r}, alpha={cfg.lora_alpha}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
+    print(f"LoRA r={cfg.r}, alpha={cfg.lora_alpha}: {trainable:,} trainable of {total:,} parameters "
+          f"({100 * trainable / total:.2f}%)")
     return model
 
 # %% ../nbs/03_train_lora.ipynb #d4250966
@@ -80,7 +85,8 @@ def merge_adapter(adapter_dir, # an adapter folder (final or `checkpoint-N`)
 @command(spec=LoraTrainConfig)
 def medsft_train_lora(config:LoraTrainConfig, # the run settings: `--config FILE`, then the flags
                      ):
-    "LoRA SFT of Qwen3 on question/think/answer rows (the reference `train_lora.py`); flags: `LoraTrainConfig` fields."
+    ("LoRA SFT of Qwen3 on question/think/answer rows (the reference `train_lora.py`); "
+     "flags: `LoraTrainConfig` fields.")
     return train_lora(config)
 
 @command()
