@@ -1,5 +1,5 @@
 "medsft_bench end to end (short, tiny model, no time asserted) and the speed levers against the plain paths: PEFT, gradient accumulation, bf16."
-import json, math
+import importlib.util, json, math, os
 
 import pytest
 import torch
@@ -30,22 +30,23 @@ def test_bad_flag_exits_2(capsys):
 
 
 def test_short_run(tmp_path, capsys):
-    "Every path trains; the JSON has the measurements; medsft's fast defaults learn exactly what `reference` learns."
-    pytest.importorskip("trl")
+    "Every path trains (TRL's when installed: `make` installs it); medsft's fast defaults learn what `reference` learns."
+    has_trl = importlib.util.find_spec("trl") is not None
     out = tmp_path/"bench.json"
     medsft_bench.main(SHORT + ["--output", str(out)])
     res = json.loads(out.read_text())
     printed = capsys.readouterr().out
     eq(json.loads(printed[printed.index("{\n"):]), res)  # the JSON printed last is the JSON written
     runs = res["runs"][0]
-    eq(sorted(runs), ["medsft", "reference", "trl"])
+    eq(sorted(runs), ["medsft", "reference"] + ["trl"] * has_trl)
     for name, r in runs.items():
         assert r["tokens_per_s"] > 0 and r["flops_per_s"] > 0 and 0 < r["utilisation"], (name, r)
         assert 0 <= r["padding_share"] < 1 and r["peak_memory_mb"] > 0 and math.isfinite(r["heldout_loss"]), (name, r)
     eq(runs["medsft"]["padding_share"], 0)
     eq(runs["medsft"]["supervised"], runs["reference"]["supervised"])
     close(runs["medsft"]["heldout_loss"], runs["reference"]["heldout_loss"], eps=1e-4 * runs["reference"]["heldout_loss"])
-    assert {"medsft/reference", "medsft/trl", "reference/trl"} <= set(res["ratios"]), res["ratios"]
+    assert {"medsft/reference"} | ({"medsft/trl", "reference/trl"} if has_trl else set()) <= set(res["ratios"]), res
+    if os.environ.get("CI") == "true": assert has_trl, "CI installs the bench extra (make install): TRL must run"
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def test_sft_trainer_loss_equals_plain_under_accumulation(tiny, tmp_path):
 
 def test_sft_trainer_peft(tiny, tmp_path):
     "A LoRA-wrapped model: same loss and the same LoRA gradients as the model's own loss (tolerance 1e-4 relative)."
-    peft = pytest.importorskip("peft")
+    import peft
     folder, tok, batch = tiny
     model = peft.get_peft_model(AutoModelForCausalLM.from_pretrained(folder),
                                 peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
