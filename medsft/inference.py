@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['DEFAULT_CHECKPOINT', 'SAMPLING', 'MAX_CACHED_PREDICTORS', 'checkpoint_state', 'chat_messages', 'parse_response',
            'Predictor', 'stream_parts', 'get_predictor', 'clear_predictors', 'predict', 'lcs_length', 'rouge_l',
-           'bleu4', 'evaluate', 'ChatBox', 'medsft_predict', 'format_summary', 'medsft_eval']
+           'bleu4', 'evaluate', 'plot_eval', 'ChatBox', 'medsft_predict', 'format_summary', 'medsft_eval']
 
 # %% ../nbs/04_inference.ipynb #288d9e6c
 import hashlib, json, logging, sys, threading, time
@@ -453,6 +453,25 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
     (out_dir / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n",
                                           encoding="utf-8")
     return summary
+
+# %% ../nbs/04_inference.ipynb #fc169706
+def plot_eval(summaries:dict, # name -> an `evaluate` summary
+              path=None, # save the figure here as PNG; None: only return it
+             ): # a `matplotlib.figure.Figure`
+    "ROUGE-L, BLEU-4 and the shares of finished and thinking outputs (percent) of `evaluate` summaries, side by side."
+    from matplotlib.figure import Figure
+    keys = {"rouge_l": "ROUGE-L", "bleu4": "BLEU-4", "finished": "finished %", "with_think": "with think %"}
+    fig = Figure(figsize=(6, 3), dpi=80)
+    ax, width = fig.add_subplot(), 0.8 / len(summaries)
+    for j, (name, s) in enumerate(summaries.items()):
+        scale = lambda k: 100 if k in ("finished", "with_think") else 1  # shares as percent, scores already 0-100
+        ax.bar([i + j * width for i in range(len(keys))], [s[k] * scale(k) for k in keys], width, label=name)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], list(keys.values()))
+    ax.set(ylim=(0, 105), ylabel="score or percent")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path: fig.savefig(path)
+    return fig
 
 # %% ../nbs/04_inference.ipynb #41c606fb
 class ChatBox:
