@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import PartialState
+from fastcore.basics import patch
 from accelerate.utils import broadcast_object_list
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
@@ -52,6 +53,7 @@ class TrainConfig(TrainingArguments):
     progress:bool=True # progress bars; False: plain log lines instead (log files, notebooks)
     packing:bool=True # rows of a forward pass in one padding-free sequence (`pack_collator`); False: padded, as the reference
     chunked_loss:bool=True # output layer and loss at supervised positions only, in chunks (`SFTTrainer`); False: full logits
+    format_metrics:bool=True # at each evaluation also log `eval_think_top1`, `eval_im_end_top1` (`format_scores`)
     cache_tokenized:bool=True # keep tokenized rows on disk under `$MEDSFT_CACHE/examples` (`tokenize_cached`)
     # `TrainingArguments` fields whose defaults differ: the reference train.py's values
     output_dir:str="./output/Qwen3-1.7B" # the final model; `checkpoint-N` folders go inside
@@ -220,6 +222,7 @@ class MedsftTrainer(SFTTrainer):
         mark_complete(finish_folder(ckpt, self.processing_class, self.base_model))
         rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
 
+
 # %% ../nbs/02_train_full.ipynb #ecadff27
 class LossGuard(TrainerCallback):
     "Warn loudly when a logged `loss` or `eval_loss` is exactly 0 or NaN."
@@ -318,15 +321,22 @@ def plot_losses(log_history:list, # `trainer.state.log_history` (or `train_summa
                 path=None, # save the figure here as PNG (e.g. `loss.png`); None: only return it
                 title:str=None, # figure title
                ): # a `matplotlib.figure.Figure`
-    "Training and evaluation loss against the optimizer step, as one small figure."
+    "Training and evaluation loss against the optimizer step; beside them the format top-1 rates, when logged."
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(5, 3), dpi=80)
-    ax = fig.add_subplot()
+    pts = lambda key: [(h["step"], h[key]) for h in log_history if h.get(key) is not None]
+    rates = [k for k in ("eval_think_top1", "eval_im_end_top1") if pts(k)]
+    fig = Figure(figsize=(8 if rates else 5, 3), dpi=80)
+    ax = fig.add_subplot(1, 2 if rates else 1, 1)
     for key, style in (("loss", "-"), ("eval_loss", "o--")):
-        pts = [(h["step"], h[key]) for h in log_history if key in h]
-        if pts: ax.plot(*zip(*pts), style, label={"loss": "train", "eval_loss": "eval"}[key])
+        if pts(key): ax.plot(*zip(*pts(key)), style, label={"loss": "train", "eval_loss": "eval"}[key])
     ax.set(xlabel="optimizer step", ylabel="loss (nats/token)", title=title)
     ax.legend()
+    if rates:
+        ax2 = fig.add_subplot(1, 2, 2)
+        for key in rates: ax2.plot(*zip(*pts(key)), "o-", label={"eval_think_top1": "</think>",
+                                                                  "eval_im_end_top1": "<|im_end|>"}[key])
+        ax2.set(xlabel="optimizer step", ylabel="top-1 where it belongs", ylim=(-0.05, 1.05), title="format (eval)")
+        ax2.legend()
     fig.tight_layout()
     if path: fig.savefig(path)
     return fig
@@ -392,7 +402,9 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
     s = dict(steps=trainer.state.global_step, tokens=trainer.state.num_input_tokens_seen,
              seconds=round(time.time() - t0, 1), train_loss_mean=result.training_loss,
              last_logged_loss=last.get("loss"), last_logged_step=last.get("step"),
-             eval_loss=metrics.get("eval_loss"), output_dir=str(out), resumed_from=resume_from, device=device,
+             eval_loss=metrics.get("eval_loss"), eval_think_top1=metrics.get("eval_think_top1"),
+             eval_im_end_top1=metrics.get("eval_im_end_top1"), output_dir=str(out), resumed_from=resume_from,
+             device=device,
              weights=str(weights)[6:], autocast=autocast,
              predictions=[{k: p[k] for k in ("question", "text", "finished", "stop_token_id")} for p in preds],
              log_history=hist)
@@ -446,6 +458,19 @@ def format_scores(model, # a causal LM
     return dict(n=len(ex), think_top1=top1(think), im_end_top1=top1(end),
                 think_median_rank=statistics.median(think) if think else None,
                 im_end_median_rank=statistics.median(end) if end else None, eval_loss=loss / max(n, 1))
+
+# %% ../nbs/02_train_full.ipynb #03caaa31
+@patch
+def evaluate(self:MedsftTrainer, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+    "`Trainer.evaluate`, then (with `format_metrics`) the `</think>`/`<|im_end|>` top-1 rates, logged alike."
+    metrics = SFTTrainer.evaluate(self, eval_dataset, ignore_keys, metric_key_prefix)
+    if getattr(self.args, "format_metrics", False) and eval_dataset is None and self.eval_dataset:
+        s = format_scores(self.model, self.processing_class, self.eval_dataset,
+                          batch_size=self.args.per_device_eval_batch_size)
+        extra = {f"{metric_key_prefix}_{k}": s[k] for k in ("think_top1", "im_end_top1") if s[k] is not None}
+        self.log(extra)
+        metrics |= extra
+    return metrics
 
 # %% ../nbs/02_train_full.ipynb #26d38fe6
 def reference_example(row:dict, # a row with question/think/answer
