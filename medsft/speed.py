@@ -28,7 +28,8 @@ def cpu_flags()->set: # the `flags` of /proc/cpuinfo; empty where that file does
 
 def native_bf16(device="cpu", # "cpu", "cuda" or "cuda:N"
                )->bool:
-    "Whether `device` multiplies bf16 matrices in hardware: a bf16 CUDA GPU, or a CPU with AVX512-BF16 or AMX-BF16."
+    ("Whether `device` multiplies bf16 matrices in hardware: "
+     "a bf16 CUDA GPU, or a CPU with AVX512-BF16 or AMX-BF16.")
     if str(device).startswith("cuda"): return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
@@ -36,13 +37,15 @@ def autocast_dtype(device="cpu", # where the model trains
                    requested:str=None, # "bf16" or "fp32" to force; None: bf16 where `native_bf16`
                   )->str: # "bf16" or None (fp32 compute); weights stay fp32 either way
     "The autocast mode for training on `device`: bf16 where the hardware has it, else none."
-    if requested not in (None, "bf16", "fp32"): raise ValueError(f"requested {requested!r}: use None, 'bf16' or 'fp32'")
+    if requested not in (None, "bf16", "fp32"):
+        raise ValueError(f"requested {requested!r}: use None, 'bf16' or 'fp32'")
     if requested: return None if requested == "fp32" else "bf16"
     return "bf16" if native_bf16(device) else None
 
 # %% ../nbs/02a_speed.ipynb #cf182525
 class _LinearCE(torch.autograd.Function):
-    "Sum of cross-entropies of `hidden @ weight.T` against `target`, chunk by chunk; gradients kept from the forward."
+    ("Sum of cross-entropies of `hidden @ weight.T` against `target`, chunk by chunk; "
+     "gradients kept from the forward.")
     @staticmethod
     def forward(ctx, hidden, weight, target, chunk_size, dtype):
         need_w = weight.requires_grad  # False for a frozen output layer (LoRA): skip its gradient
@@ -52,11 +55,11 @@ class _LinearCE(torch.autograd.Function):
             gw = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
             for i in range(0, hidden.shape[0], chunk_size):
                 h, y = hidden[i:i + chunk_size].to(dtype), target[i:i + chunk_size]
-                logits = (h @ w.T).float()                                  # (chunk, vocab), the only big tensor
+                logits = (h @ w.T).float()                               # (chunk, vocab), the only big tensor
                 lse = logits.logsumexp(-1)
                 total += (lse - logits.gather(1, y[:, None]).squeeze(1)).sum()
-                d = logits.sub_(lse[:, None]).exp_()                        # softmax, in place
-                d[torch.arange(len(y), device=d.device), y] -= 1            # d loss / d logits
+                d = logits.sub_(lse[:, None]).exp_()                     # softmax, in place
+                d[torch.arange(len(y), device=d.device), y] -= 1         # d loss / d logits
                 d = d.to(dtype)
                 gh[i:i + chunk_size] = (d @ w).to(hidden.dtype)
                 if need_w: gw += (d.T @ h).float()
@@ -70,12 +73,13 @@ class _LinearCE(torch.autograd.Function):
 
 # %% ../nbs/02a_speed.ipynb #77c56458
 def linear_cross_entropy(hidden:torch.Tensor, # (batch, seq_len, hidden_size) decoder output
-                         labels:torch.Tensor, # (batch, seq_len) token ids, -100 where nothing is learned (unshifted)
+                         labels:torch.Tensor, # (batch, seq_len) token ids, -100 where not learned (unshifted)
                          weight:torch.Tensor, # (vocab, hidden_size) the output layer's weight (no bias)
-                         num_items_in_batch=None, # supervised tokens of the whole optimizer step; None: this batch's
-                         chunk_size:int=1024, # positions per chunk: peak extra memory is chunk_size x vocab x 4 bytes
+                         num_items_in_batch=None, # supervised tokens per optimizer step; None: this batch's
+                         chunk_size:int=1024, # positions per chunk (peak: +chunk_size x vocab x 4 bytes)
                         )->torch.Tensor: # scalar: the mean cross-entropy (nats per supervised token)
-    "The causal-LM loss of `lm_head(hidden)` against `labels`, the output layer computed at labelled positions only."
+    ("The causal-LM loss of `lm_head(hidden)` against `labels`, "
+     "the output layer computed at labelled positions only.")
     y = labels[:, 1:]
     keep = y != -100
     h, y = hidden[:, :-1][keep], y[keep]
@@ -84,18 +88,21 @@ def linear_cross_entropy(hidden:torch.Tensor, # (batch, seq_len, hidden_size) de
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
         total = _LinearCE.apply(h, weight, y, chunk_size, dtype)
     else:  # evaluation: the loss alone, chunk by chunk
-        total = sum(F.cross_entropy((h[i:i + chunk_size].to(dtype) @ weight.to(dtype).T).float(), y[i:i + chunk_size],
-                                    reduction="sum") for i in range(0, len(y), chunk_size))
+        total = sum(F.cross_entropy((h[i:i + chunk_size].to(dtype) @ weight.to(dtype).T).float(),
+                                    y[i:i + chunk_size], reduction="sum")
+                    for i in range(0, len(y), chunk_size))
     n = num_items_in_batch if num_items_in_batch is not None else keep.sum()
     return total / (n.to(total.device) if torch.is_tensor(n) else n)
 
 # %% ../nbs/02a_speed.ipynb #a53b2e47
 def _output_layer(model):
-    "(decoder, lm_head weight) of a causal LM or a `PeftModel` around one; None when the chunked loss does not apply."
+    ("(decoder, lm_head weight) of a causal LM or a `PeftModel` around one; "
+     "None when the chunked loss does not apply.")
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     cfg = getattr(base, "config", None)
-    if (type(head) is not torch.nn.Linear or head.bias is not None or getattr(cfg, "final_logit_softcapping", None)
+    if (type(head) is not torch.nn.Linear or head.bias is not None
+            or getattr(cfg, "final_logit_softcapping", None)
             or getattr(cfg, "logit_scale", None) not in (None, 1.0)):
         return None
     return base.get_decoder(), head.weight
@@ -103,7 +110,7 @@ def _output_layer(model):
 class SFTTrainer(Trainer):
     "A `Trainer` whose training loss computes the output layer only at labelled positions, in chunks."
     def __init__(self, *args,
-                 loss_chunk_size:int=1024, # positions per chunk of the output layer; None: the model's own loss
+                 loss_chunk_size:int=1024, # positions per output-layer chunk; None: the model's own loss
                  **kwargs): # `Trainer`'s arguments
         super().__init__(*args, **kwargs)
         self.loss_chunk_size = loss_chunk_size
@@ -126,9 +133,10 @@ class SFTTrainer(Trainer):
         return loss
 
 # %% ../nbs/02a_speed.ipynb #2e54676b
-def pack_collator(return_flash_attn_kwargs:bool=False, # also return `cu_seq_lens_*` (for flash-attention kernels)
+def pack_collator(return_flash_attn_kwargs:bool=False, # also return `cu_seq_lens_*` (flash-attention kernels)
                  )->DataCollatorWithFlattening:
-    "Collate examples (`input_ids`, `labels`) into one padding-free row, `position_ids` restarting per example."
+    ("Collate examples (`input_ids`, `labels`) into one padding-free row, "
+     "`position_ids` restarting per example.")
     return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100,
                                       return_flash_attn_kwargs=return_flash_attn_kwargs)
 
@@ -137,7 +145,8 @@ def packed_logits_gap(model, # a causal LM, in the attention implementation to c
                       examples:list, # dicts with `input_ids` (lists of ints)
                       use_cache:bool=False, # True shows what goes wrong with a KV cache
                      )->float: # the largest absolute logit difference between packed and one-by-one
-    "How far the logits of `examples` packed into one row are from those of each example run alone (0: no leak)."
+    ("How far the logits of `examples` packed into one row are from those of each example run alone "
+     "(0: no leak).")
     was = model.training
     model.eval()
     b = pack_collator()([{"input_ids": e["input_ids"]} for e in examples])
@@ -158,11 +167,11 @@ def free_memory(device="cpu")->int: # bytes
     if str(device).startswith("cuda"): return torch.cuda.mem_get_info(torch.device(device))[0]
     return psutil.virtual_memory().available
 
-def step_memory(config, # a transformers model config (hidden_size, intermediate_size, num_hidden_layers, vocab_size)
+def step_memory(config, # transformers config (hidden_size, intermediate_size, num_hidden_layers, vocab_size)
                 n_params:int, # parameters trained (all of them for full SFT)
                 tokens:int, # tokens in one forward pass (batch x seq_len, or a packed row)
                 act_bytes:int=4, # bytes per activation value: 2 under bf16 autocast, 4 in fp32
-                full_logits:bool=True, # whether fp32 logits of every position are kept (False with `SFTTrainer`)
+                full_logits:bool=True, # fp32 logits kept at every position (False with `SFTTrainer`)
                )->dict: # bytes: states (weights, gradients, AdamW), activations, total
     "An estimate of the memory of one training step without gradient checkpointing."
     per_tok = config.num_hidden_layers * (16 * config.hidden_size + 6 * config.intermediate_size) * act_bytes
@@ -175,7 +184,7 @@ def checkpointing_needed(model, # the causal LM (or a `PeftModel`) to train
                          device="cpu", # where it trains
                          act_bytes:int=4, # 2 under bf16 autocast
                          full_logits:bool=True, # False with `SFTTrainer`'s chunked loss
-                         budget:int=None, # bytes allowed; None: 80% of `free_memory(device)` plus the model's own bytes
+                         budget:int=None, # bytes allowed; None: 80% of `free_memory(device)` + model bytes
                         )->bool:
     "Whether one training step would overflow `budget` without gradient checkpointing."
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -202,7 +211,8 @@ def tokenize_cached(rows:list, # rows for `medsft.data.tokenize_rows`
                     cache:bool=True, # read and write the cache; False: tokenize every time
                     **kwargs, # `tokenize_rows` options: `max_length`, `truncation`, `system`, `empty_think`
                    )->tuple: # (examples, `DataReport`), as `tokenize_rows` returns them
-    "`tokenize_rows`, its result kept under `cache_dir()/examples` in a file named by a hash of all it depends on."
+    ("`tokenize_rows`, its result kept under `cache_dir()/examples` "
+     "in a file named by a hash of all it depends on.")
     code = Path(inspect.getsourcefile(tokenize_rows)).read_text(encoding="utf-8")  # a new medsft: a new key
     key = dict(rows=fingerprint(rows), tokenizer=tokenizer_fingerprint(tokenizer), options=kwargs,
                code=fingerprint(code))
@@ -217,6 +227,7 @@ def tokenize_cached(rows:list, # rows for `medsft.data.tokenize_rows`
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_suffix(f".{os.getpid()}.part")
-        part.write_text(json.dumps(dict(examples=examples, report=asdict(rep)), ensure_ascii=False), encoding="utf-8")
+        part.write_text(json.dumps(dict(examples=examples, report=asdict(rep)), ensure_ascii=False),
+                        encoding="utf-8")
         part.replace(path)  # atomic: a killed run leaves no half file under the real name
     return examples, rep

@@ -30,17 +30,18 @@ from .model import (COMPLETE_FILE, DEFAULT_BASE, IM_END_ID, RUN_CONFIG, THINK_EN
 # %% ../nbs/02_train_full.ipynb #6700c24e
 @dataclass
 class TrainConfig(TrainingArguments):
-    "One SFT run: every `transformers.TrainingArguments` field, the reference `train.py`'s defaults, and medsft's own."
-    model:str=DEFAULT_BASE # base model folder, ModelScope id, `checkpoint-N` folder, or `tiny-qwen3` (embedded)
-    train_file:str="train.jsonl" # question/think/answer rows: a file `load_rows` reads, `sample`, or a list of dicts
-    val_file:str="val.jsonl" # validation rows, same forms; "" or None: split `val_frac` off `train_file` (`load_split`)
+    ("One SFT run: every `transformers.TrainingArguments` field, the reference `train.py`'s defaults, "
+     "and medsft's own.")
+    model:str=DEFAULT_BASE # base model folder, ModelScope id, `checkpoint-N` folder or embedded `tiny-qwen3`
+    train_file:str="train.jsonl" # question/think/answer rows: a `load_rows` file, `sample` or a list of dicts
+    val_file:str="val.jsonl" # eval rows, same forms; ""/None: `load_split` splits `val_frac` off `train_file`
     val_frac:float=0.1 # validation share when `val_file` is empty
-    allow_eval_overlap:bool=False # accept a `val_file` that shares rows with the training rows (else: ValueError)
+    allow_eval_overlap:bool=False # accept a `val_file` sharing rows with the training rows (else: ValueError)
     max_length:int=2048 # tokens per row, prompt + think + answer + `<|im_end|>`
-    truncation:str="think" # rows over `max_length`: "think" (shorten it), "drop", "right" (reference: loses the end)
+    truncation:str="think" # rows over `max_length`: "think" (trim it), "drop", "right" (reference: end cut)
     system:str=DEFAULT_SYSTEM_PROMPT # system prompt put before each question
-    dtype:str=None # compute: "bf16" (autocast, fp32 weights), "fp16" (GPU, loss scaling), "fp32"; None: bf16 if native
-    pure_bf16:bool=False # store the trained weights and AdamW state in bf16 (half the memory; small updates are lost)
+    dtype:str=None # compute bf16 (autocast, fp32 weights), fp16 (GPU, loss scale), fp32; None: bf16 if native
+    pure_bf16:bool=False # keep trained weights and AdamW state in bf16 (half the memory; small updates lost)
     swanlab_project:str="qwen3-sft-medical" # SwanLab project
     swanlab_mode:str=None # offline/local/online/disabled; None: $SWANLAB_MODE, online with $SWANLAB_API_KEY, else offline
     swanlab_dir:str=None # SwanLab log folder; None: `{output_dir}/swanlog`
@@ -49,15 +50,15 @@ class TrainConfig(TrainingArguments):
     max_train_rows:int=None # use only the first rows (after the split); None: all
     max_val_rows:int=None # evaluate on the first validation rows only; None: all
     overwrite:bool=False # train into a non-empty `output_dir`, deleting its `checkpoint-N` folders
-    resume:bool=False # continue from the newest complete `checkpoint-N` in `output_dir` (steps, optimizer, scheduler)
+    resume:bool=False # resume from `output_dir`'s newest complete `checkpoint-N` (step, optimizer, scheduler)
     progress:bool=True # progress bars; False: plain log lines instead (log files, notebooks)
-    packing:bool=True # rows of a forward pass in one padding-free sequence (`pack_collator`); False: padded, as the reference
-    chunked_loss:bool=True # output layer and loss at supervised positions only, in chunks (`SFTTrainer`); False: full logits
-    format_metrics:bool=True # at each evaluation also log `eval_think_top1`, `eval_im_end_top1` (`format_scores`)
+    packing:bool=True # one padding-free row per batch (`pack_collator`); False: padded, as the reference
+    chunked_loss:bool=True # chunked lm_head + loss only where supervised (`SFTTrainer`); False: full logits
+    format_metrics:bool=True # evaluations also log `eval_think_top1`, `eval_im_end_top1` (`format_scores`)
     cache_tokenized:bool=True # keep tokenized rows on disk under `$MEDSFT_CACHE/examples` (`tokenize_cached`)
     # `TrainingArguments` fields whose defaults differ: the reference train.py's values
     output_dir:str="./output/Qwen3-1.7B" # the final model; `checkpoint-N` folders go inside
-    per_device_train_batch_size:int=4 # rows per forward pass (reference: 1 x accumulation 4, the same 4 rows per step)
+    per_device_train_batch_size:int=4 # rows per forward pass (reference: 1, accumulation 4; same 4 rows/step)
     per_device_eval_batch_size:int=1 # rows per evaluation forward pass
     gradient_accumulation_steps:int=1 # forward passes per optimizer step (reference: 4)
     num_train_epochs:float=2 # passes over the training rows (ignored when `max_steps` > 0)
@@ -66,17 +67,19 @@ class TrainConfig(TrainingArguments):
     eval_steps:float=100 # evaluate every this many optimizer steps
     logging_steps:float=10 # log loss, learning rate and grad norm every this many steps
     save_steps:float=400 # write `checkpoint-N` every this many steps (and at the end)
-    gradient_checkpointing:bool=None # less memory, about 30 percent slower; None: if a step would not fit (reference: on)
+    gradient_checkpointing:bool=None # less memory, about 30 percent slower; None: if a step needs it (ref.: on)
     run_name:str="qwen3-1.7B" # experiment name in SwanLab
     report_to:str="none" # transformers' own loggers: none (medsft starts SwanLab itself, see `swanlab_mode`)
-    logging_nan_inf_filter:bool=False # False: a NaN or inf loss is logged as it is (and `LossGuard` reports it)
+    logging_nan_inf_filter:bool=False # False: a NaN or inf loss is logged as is (and `LossGuard` reports it)
     include_num_input_tokens_seen:str="non_padding" # count the tokens trained on (summary, throughput)
 
     def __post_init__(self):
-        by_need = self.gradient_checkpointing is None and getattr(self, "activation_checkpointing", None) is None
+        by_need = (self.gradient_checkpointing is None
+                   and getattr(self, "activation_checkpointing", None) is None)
         if not self.use_cpu and pick_device(None, self.dtype)[0] == "cpu": self.use_cpu = True
         if not self.progress: self.disable_tqdm = True
-        super().__post_init__()  # resolves an unset checkpointing to False: keep it unset, `prepare_model` decides
+        # resolves an unset checkpointing to False: keep it unset, `prepare_model` decides
+        super().__post_init__()
         if by_need: self.gradient_checkpointing = self.activation_checkpointing = None
 
 # %% ../nbs/02_train_full.ipynb #07130d43
@@ -87,31 +90,34 @@ def _yaml_value(k:str, v):
     return v
 
 def run_config(cfg)->dict: # field -> plain value (YAML/JSON-ready)
-    "Every init field of `cfg` (a `TrainConfig`), enums as their values, tokens left out, row lists as a count."
+    ("Every init field of `cfg` (a `TrainConfig`), enums as their values, tokens left out, "
+     "row lists as a count.")
     return {k: _yaml_value(k, v) for k, v in cfg.to_dict().items()}
 
 def write_run_config(cfg, # a `TrainConfig` (or subclass)
                      path, # the YAML file to write
                     )->Path: # `path`
     "Write `cfg`'s effective fields as YAML, readable by `--config`."
-    Path(path).write_text(yaml.safe_dump(run_config(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    Path(path).write_text(yaml.safe_dump(run_config(cfg), sort_keys=False, allow_unicode=True),
+                          encoding="utf-8")
     return Path(path)
 
 # %% ../nbs/02_train_full.ipynb #8bac0639
 def train_precision(device:str, # the device `pick_device` chose
-                    dtype:torch.dtype, # the dtype `pick_device` chose for this hardware (or the user asked for)
+                    dtype:torch.dtype, # the dtype `pick_device` chose for this machine (or as the user asked)
                     requested=None, # the dtype the user asked for (None: automatic)
-                    pure_bf16:bool=False, # train bf16 weights (and AdamW state) instead of fp32 master weights
+                    pure_bf16:bool=False, # train bf16 weights (and AdamW state), not fp32 master weights
                    )->tuple: # (weight dtype, autocast: None, "fp16" or "bf16")
     "The dtype to load the weights in and the autocast mode; fp32 master weights unless `pure_bf16`."
     if dtype == torch.float16:
-        if device == "cpu": raise ValueError("fp16 training on CPU is not supported: use dtype fp32 (or bf16)")
+        if device == "cpu":
+            raise ValueError("fp16 training on CPU is not supported: use dtype fp32 (or bf16)")
         return torch.float32, "fp16"
     if dtype == torch.bfloat16:
         if not pure_bf16: return torch.float32, "bf16"
-        warnings.warn("pure_bf16: weights and AdamW state in bf16 (half the memory of fp32 master weights); updates "
-                      "smaller than ~1/256 of a weight are lost, so small learning rates leave weights such as "
-                      "RMSNorm's unchanged", stacklevel=2)
+        warnings.warn("pure_bf16: weights and AdamW state in bf16 (half the memory of fp32 master weights); "
+                      "updates smaller than ~1/256 of a weight are lost, so small learning rates leave "
+                      "weights such as RMSNorm's unchanged", stacklevel=2)
         return torch.bfloat16, "bf16"
     if pure_bf16: raise ValueError(f"pure_bf16 needs dtype bf16 (got {str(dtype)[6:]} on {device})")
     if str(device).startswith("cuda") and requested is None: return torch.float32, "fp16"
@@ -119,30 +125,34 @@ def train_precision(device:str, # the device `pick_device` chose
 
 # %% ../nbs/02_train_full.ipynb #744e370e
 def _checkpoints(out:Path)->list: # `checkpoint-N` folders, oldest step first
-    return sorted((p for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+    return sorted((p for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                   if p.is_dir() and p.name.split("-")[-1].isdigit()),
                   key=lambda p: int(p.name.split("-")[-1]))
 
 def check_output_dir(output_dir, # where the run writes
                      overwrite:bool=False, # allow a non-empty folder; its `checkpoint-N` folders are deleted
                      resume:bool=False, # continue from the newest complete `checkpoint-N`
                     )->str: # the checkpoint to resume from, or None
-    "Refuse a non-empty `output_dir` unless `overwrite` or `resume`; remove incomplete checkpoints before a resume."
+    ("Refuse a non-empty `output_dir` unless `overwrite` or `resume`; "
+     "remove incomplete checkpoints before a resume.")
     out = Path(output_dir)
     if overwrite and resume: raise ValueError("choose one of overwrite and resume")
     if resume:
-        marked = (out / RUN_CONFIG).exists()  # a run of this version: its checkpoints carry completion markers
+        # a run of this version: its checkpoints carry completion markers
+        marked = (out / RUN_CONFIG).exists()
         ckpts = _checkpoints(out) if out.is_dir() else []
         for c in ckpts:
             if marked and not is_complete(c):
                 print(f"skipping {c.name}: incomplete (the run was killed while writing it); removed")
                 shutil.rmtree(c)
         last = next((str(c) for c in reversed(ckpts) if c.exists()), None)
-        if last is None: raise FileNotFoundError(f"{out}: no complete {PREFIX_CHECKPOINT_DIR}-N folder to resume from")
+        if last is None:
+            raise FileNotFoundError(f"{out}: no complete {PREFIX_CHECKPOINT_DIR}-N folder to resume from")
         return last
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{out} is not empty (an earlier run?): pass --overwrite to train again from the start "
-                                  f"or --resume to continue from its newest checkpoint")
+            raise FileExistsError(f"{out} is not empty (an earlier run?): pass --overwrite to train again "
+                                  f"from the start or --resume to continue from its newest checkpoint")
         for c in _checkpoints(out): shutil.rmtree(c)
     return None
 
@@ -165,15 +175,16 @@ def _check_overlap(rows:list, val_rows:list, cfg)->None:
     train_keys = {row_key(r) for r in rows}
     both = [i for i, r in enumerate(val_rows) if row_key(r) in train_keys]
     if both and not cfg.allow_eval_overlap:
-        raise ValueError(f"{cfg.val_file}: {len(both)} of its {len(val_rows)} rows are also training rows (in "
-                         f"{cfg.train_file}; first: validation row {both[0] + 1}); evaluation would score rows the "
-                         f"model trained on: use a disjoint file, or set allow_eval_overlap")
+        raise ValueError(f"{cfg.val_file}: {len(both)} of its {len(val_rows)} rows are also training rows "
+                         f"(in {cfg.train_file}; first: validation row {both[0] + 1}); evaluation would "
+                         f"score rows the model trained on: use a disjoint file, or set allow_eval_overlap")
 
-def build_datasets(cfg:TrainConfig, # `train_file`, `val_file`, `val_frac`, `seed`, `max_length`, `truncation`, `system`, row limits
+def build_datasets(cfg:TrainConfig, # train/val_file, val_frac, seed, max_length, truncation, system, row caps
                    tokenizer, # the model's tokenizer (with its chat template)
-                   split_file=None, # where to record the split (`row_key` of every row used); None: not recorded
+                   split_file=None, # where to record the split (`row_key` of every row used); None: no record
                   )->tuple: # (train examples, eval examples, validation rows)
-    "Load, split and tokenize the rows; `ValueError` when no row has a supervised token or the eval file overlaps."
+    ("Load, split and tokenize the rows; "
+     "`ValueError` when no row has a supervised token or the eval file overlaps.")
     if cfg.val_file:
         rows, val_rows = _rows(cfg.train_file, "train"), _rows(cfg.val_file, "val")
         _check_overlap(rows, val_rows, cfg)
@@ -183,18 +194,20 @@ def build_datasets(cfg:TrainConfig, # `train_file`, `val_file`, `val_frac`, `see
     rows, val_rows = rows[:cfg.max_train_rows], val_rows[:cfg.max_val_rows]
     if split_file:
         src = lambda s: s if isinstance(s, (str, Path)) else f"<{len(s)} rows>"
-        rec = dict(train_file=str(src(cfg.train_file)), val_file=str(src(cfg.val_file)), val_frac=cfg.val_frac,
-                   seed=cfg.seed, train=[row_key(r) for r in rows], val=[row_key(r) for r in val_rows])
+        rec = dict(train_file=str(src(cfg.train_file)), val_file=str(src(cfg.val_file)),
+                   val_frac=cfg.val_frac, seed=cfg.seed, train=[row_key(r) for r in rows],
+                   val=[row_key(r) for r in val_rows])
         Path(split_file).write_text(json.dumps(rec, ensure_ascii=False), encoding="utf-8")
     train = _examples(rows, tokenizer, cfg, "train")
     if not any(l != -100 for e in train for l in e["labels"]):
-        raise ValueError(f"no training row has a supervised token ({len(rows)} rows, {len(train)} usable examples): "
-                         f"nothing to learn; check the data and max_length={cfg.max_length}")
+        raise ValueError(f"no training row has a supervised token ({len(rows)} rows, {len(train)} usable "
+                         f"examples): nothing to learn; check the data and max_length={cfg.max_length}")
     return train, _examples(val_rows, tokenizer, cfg, "val"), val_rows
 
 # %% ../nbs/02_train_full.ipynb #993f35fd
 def _fault(where:str, step:int):
-    "Fault injection for the kill-and-resume tests: `MEDSFT_FAULT=save:N` or `step:N` SIGKILLs this process there."
+    ("Fault injection for the kill-and-resume tests: "
+     "`MEDSFT_FAULT=save:N` or `step:N` SIGKILLs this process there.")
     if os.environ.get("MEDSFT_FAULT") == f"{where}:{step}":
         sys.stdout.flush()
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
@@ -203,7 +216,8 @@ class _FaultAtStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs): _fault("step", state.global_step)
 
 class MedsftTrainer(SFTTrainer):
-    "`SFTTrainer` (a `Trainer`) whose `checkpoint-N` folders load anywhere and are marked complete before rotation."
+    ("`SFTTrainer` (a `Trainer`) whose `checkpoint-N` folders load anywhere "
+     "and are marked complete before rotation.")
     def __init__(self, *args, base_model=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.base_model = base_model  # folder whose generation_config.json the checkpoints start from
@@ -230,24 +244,27 @@ class LossGuard(TrainerCallback):
         for k in ("loss", "eval_loss"):
             v = (logs or {}).get(k)
             if v is not None and (v == 0 or math.isnan(v)):
-                msg = (f"{k} = {v} at step {state.global_step}: training is broken (no supervised tokens, or fp16 "
-                       f"overflow); stop the run and check the labels and the precision")
+                msg = (f"{k} = {v} at step {state.global_step}: training is broken (no supervised tokens, "
+                       f"or fp16 overflow); stop the run and check the labels and the precision")
                 print(f"\n{'!' * 20} {msg} {'!' * 20}", file=sys.stderr)
                 warnings.warn(msg)
 
 # %% ../nbs/02_train_full.ipynb #84dc82fd
 def swanlab_mode(mode:str=None)->str: # "online", "offline", "local" or "disabled"
     "The SwanLab mode: `mode`, else `$SWANLAB_MODE`, else online with `$SWANLAB_API_KEY`, else offline."
-    m = mode or os.environ.get("SWANLAB_MODE") or ("online" if os.environ.get("SWANLAB_API_KEY") else "offline")
+    m = (mode or os.environ.get("SWANLAB_MODE")
+         or ("online" if os.environ.get("SWANLAB_API_KEY") else "offline"))
     m = {"cloud": "online"}.get(m, m)
     if m not in ("online", "offline", "local", "disabled"):
         raise ValueError(f"swanlab mode {m!r}: use online, offline, local or disabled")
-    if m == "local" and importlib.util.find_spec("swanboard") is None: m = "offline"  # `local` needs swanboard
+    # `local` needs swanboard
+    if m == "local" and importlib.util.find_spec("swanboard") is None: m = "offline"
     return m
 
-def start_swanlab(cfg:TrainConfig, # `swanlab_mode`, `swanlab_project`, `run_name`, `swanlab_dir`, `output_dir`
+def start_swanlab(cfg:TrainConfig, # swanlab_mode, swanlab_project, run_name, swanlab_dir, output_dir
                  ): # a `SwanLabCallback` for `Trainer`, or None when disabled
-    "Start a SwanLab run that never prompts (offline unless a key is set), with the effective run config logged."
+    ("Start a SwanLab run that never prompts (offline unless a key is set), "
+     "with the effective run config logged.")
     mode = swanlab_mode(cfg.swanlab_mode)
     if mode == "disabled": return None
     import swanlab
@@ -267,7 +284,8 @@ def prepare_model(model, # a causal LM
     if need is None:
         tokens = cfg.per_device_train_batch_size * cfg.max_length  # the largest forward pass
         need = checkpointing_needed(model, tokens, model.device, 2 if autocast else 4, not cfg.chunked_loss)
-        print(f"gradient checkpointing: {'on' if need else 'off'} (by memory need, {tokens:,} tokens per forward pass)")
+        print(f"gradient checkpointing: {'on' if need else 'off'} "
+              f"(by memory need, {tokens:,} tokens per forward pass)")
     if need:
         on = getattr(model, "activation_checkpointing_enable", None)  # transformers 5's name
         if on: on(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -285,7 +303,8 @@ def build_trainer(cfg:TrainConfig, # the run settings
                   callbacks:list=(), # extra `TrainerCallback`s
                   base_model=None, # folder whose `generation_config.json` checkpoints start from
                  )->Trainer:
-    "The `MedsftTrainer` for `cfg` (its `TrainingArguments`, with the precision decided): packed or -100-padded batches."
+    ("The `MedsftTrainer` for `cfg` (its `TrainingArguments`, with the precision decided): "
+     "packed or -100-padded batches.")
     no_eval = {} if eval_ds else dict(eval_strategy="no", eval_on_start=False)
     args = replace(cfg, bf16=autocast == "bf16", fp16=autocast == "fp16",  # `cfg` is the `TrainingArguments`
                    use_cpu=cfg.use_cpu or model.device.type == "cpu", **no_eval)
@@ -304,24 +323,27 @@ def predict_rows(model, # a causal LM (or `PeftModel`), in training or eval mode
     "Greedy answers to the rows' questions through `medsft.inference.Predictor`, in batches, KV cache on."
     if not rows: return []
     was = model.training
-    recs = Predictor((model, tokenizer)).generate([r["question"] for r in rows], max_new_tokens, system=system,
-                                                   do_sample=False, use_cache=True)
+    recs = Predictor((model, tokenizer)).generate([r["question"] for r in rows], max_new_tokens,
+                                                   system=system, do_sample=False, use_cache=True)
     model.train(was)
     return [dict(question=r["question"], **rec) for r, rec in zip(rows, recs)]
 
 # %% ../nbs/02_train_full.ipynb #ca0f2005
 def _summary_line(s:dict)->str:
     f = lambda v: "n/a" if v is None else f"{v:.4f}"
-    return (f"{s['steps']} steps, {s['tokens']:,} tokens, {time.strftime('%H:%M:%S', time.gmtime(s['seconds']))} "
-            f"-> {s['output_dir']}\n  train_loss_mean {f(s['train_loss_mean'])} (Trainer's mean over this run's steps)"
-            f"\n  last_logged_loss {f(s['last_logged_loss'])} (mean of the last logged steps, at step "
-            f"{s['last_logged_step']})\n  eval_loss {f(s['eval_loss'])} (final evaluation on the validation rows)")
+    return (f"{s['steps']} steps, {s['tokens']:,} tokens, "
+            f"{time.strftime('%H:%M:%S', time.gmtime(s['seconds']))} -> {s['output_dir']}"
+            f"\n  train_loss_mean {f(s['train_loss_mean'])} (Trainer's mean over this run's steps)"
+            f"\n  last_logged_loss {f(s['last_logged_loss'])} (mean of the last logged steps, "
+            f"at step {s['last_logged_step']})"
+            f"\n  eval_loss {f(s['eval_loss'])} (final evaluation on the validation rows)")
 
 def plot_losses(log_history:list, # `trainer.state.log_history` (or `train_summary.json`'s `log_history`)
                 path=None, # save the figure here as PNG (e.g. `loss.png`); None: only return it
                 title:str=None, # figure title
                ): # a `matplotlib.figure.Figure`
-    "Training and evaluation loss against the optimizer step; beside them the format top-1 rates, when logged."
+    ("Training and evaluation loss against the optimizer step; "
+     "beside them the format top-1 rates, when logged.")
     from matplotlib.figure import Figure
     pts = lambda key: [(h["step"], h[key]) for h in log_history if h.get(key) is not None]
     rates = [k for k in ("eval_think_top1", "eval_im_end_top1") if pts(k)]
@@ -335,19 +357,22 @@ def plot_losses(log_history:list, # `trainer.state.log_history` (or `train_summa
         ax2 = fig.add_subplot(1, 2, 2)
         for key in rates: ax2.plot(*zip(*pts(key)), "o-", label={"eval_think_top1": "</think>",
                                                                   "eval_im_end_top1": "<|im_end|>"}[key])
-        ax2.set(xlabel="optimizer step", ylabel="top-1 where it belongs", ylim=(-0.05, 1.05), title="format (eval)")
+        ax2.set(xlabel="optimizer step", ylabel="top-1 where it belongs", ylim=(-0.05, 1.05),
+                title="format (eval)")
         ax2.legend()
     fig.tight_layout()
     if path: fig.savefig(path)
     return fig
 
 def run_sft(cfg:TrainConfig, # the run settings
-            wrap_model=None, # `wrap_model(model, cfg) -> model`, e.g. a PEFT wrapper; None: full-parameter training
+            wrap_model=None, # `(model, cfg) -> model`, e.g. a PEFT wrapper; None: full-parameter training
            )->Path: # the final folder (`cfg.output_dir`)
-    "Run one SFT job end to end (see above); full-parameter unless `wrap_model`. Only the main process prints and writes."
+    ("Run one SFT job end to end (see above); full-parameter unless `wrap_model`. "
+     "Only the main process prints and writes.")
     want = cfg.dtype or ("bf16" if cfg.bf16 else "fp16" if cfg.fp16 else None)
     device, dtype, reason = pick_device("cpu" if cfg.use_cpu else None, want)
-    state = PartialState(cpu=device == "cpu")  # the processes of torchrun / accelerate launch (one without a launcher)
+    # the processes of torchrun / accelerate launch (one without a launcher)
+    state = PartialState(cpu=device == "cpu")
     if state.num_processes > 1 and device != "cpu": device = str(state.device)  # this process's own GPU
     with contextlib.redirect_stdout(sys.stdout if state.is_main_process else io.StringIO()):
         return _run_sft(cfg, wrap_model, state, device, dtype, want, reason)
@@ -357,7 +382,8 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
     with state.main_process_first(): resume_from = check_output_dir(cfg.output_dir, cfg.overwrite, cfg.resume)
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        for f in (COMPLETE_FILE, "train_summary.json", "loss.png"): (out/f).unlink(missing_ok=True)  # not done yet
+        # not done yet
+        for f in (COMPLETE_FILE, "train_summary.json", "loss.png"): (out/f).unlink(missing_ok=True)
         write_run_config(cfg, out/RUN_CONFIG)
     weights, autocast = train_precision(device, dtype, want, cfg.pure_bf16)
     print(f"device: {device}, weights {str(weights)[6:]}, autocast {autocast or 'off'} ({reason})")
@@ -384,7 +410,8 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
         result = trainer.train(resume_from_checkpoint=resume_from)
         trainer.save_model(out)
         if state.is_main_process:
-            (out/"training_args.bin").unlink(missing_ok=True)  # training-only; the run config is in train_config.yaml
+            # training-only; the run config is in train_config.yaml
+            (out/"training_args.bin").unlink(missing_ok=True)
             _fault("final", trainer.state.global_step)
             mark_complete(finish_folder(out, tokenizer, base))
         metrics = trainer.evaluate() if eval_ds else {}
@@ -406,7 +433,8 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
              eval_im_end_top1=metrics.get("eval_im_end_top1"), output_dir=str(out), resumed_from=resume_from,
              device=device,
              weights=str(weights)[6:], autocast=autocast,
-             predictions=[{k: p[k] for k in ("question", "text", "finished", "stop_token_id")} for p in preds],
+             predictions=[{k: p[k] for k in ("question", "text", "finished", "stop_token_id")}
+                          for p in preds],
              log_history=hist)
     if state.is_main_process:
         (out/"train_summary.json").write_text(json.dumps(s, ensure_ascii=False, indent=1), encoding="utf-8")
@@ -433,8 +461,9 @@ def format_scores(model, # a causal LM
                   truncation:str="think", # for rows (as in training)
                   system:str=DEFAULT_SYSTEM_PROMPT, # for rows
                   batch_size:int=4, # examples per forward pass
-                 )->dict: # n, think_top1, im_end_top1 (shares of rows), their median ranks, eval_loss (nats/token)
-    "Teacher-forced format check: is `</think>`/`<|im_end|>` the top-1 prediction where it belongs, and the eval loss."
+                 )->dict: # n, think_top1, im_end_top1 (row shares), their median rank, eval_loss (nats/token)
+    ("Teacher-forced format check: is `</think>`/`<|im_end|>` the top-1 prediction where it belongs, "
+     "and the eval loss.")
     tokenized = rows and "input_ids" in rows[0]
     ex = rows if tokenized else tokenize_rows(rows, tokenizer, max_length, truncation, system=system)[0]
     collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
@@ -442,11 +471,13 @@ def format_scores(model, # a causal LM
     model.eval()
     think, end, loss, n = [], [], 0.0, 0
     for i in range(0, len(ex), batch_size):
-        b = collate([{k: e[k] for k in ("input_ids", "attention_mask", "labels")} for e in ex[i:i + batch_size]])
+        b = collate([{k: e[k] for k in ("input_ids", "attention_mask", "labels")}
+                     for e in ex[i:i + batch_size]])
         b = {k: v.to(model.device) for k, v in b.items()}
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
         labels = b["labels"]
-        loss += torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="sum").item()
+        loss += torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:],
+                                                  reduction="sum").item()
         n += int((labels[:, 1:] != -100).sum())
         for lg, lb in zip(logits, labels):
             sup = (lb != -100).nonzero().flatten().tolist()
@@ -478,17 +509,22 @@ def reference_example(row:dict, # a row with question/think/answer
                       max_length:int=2048, # the reference's MAX_LENGTH
                       system:str=DEFAULT_SYSTEM_PROMPT, # the reference's instruction
                      )->dict: # input_ids, attention_mask, labels
-    "NEGATIVE EXAMPLE, for comparison only: a training example built the way the reference `train.py` builds it."
-    prompt = tokenizer(f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{row['question']}<|im_end|>\n"
+    ("NEGATIVE EXAMPLE, for comparison only: "
+     "a training example built the way the reference `train.py` builds it.")
+    prompt = tokenizer(f"<|im_start|>system\n{system}<|im_end|>\n"
+                       f"<|im_start|>user\n{row['question']}<|im_end|>\n"
                        f"<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
-    answer = tokenizer(f"<think>{row['think']}</think> \n {row['answer']}", add_special_tokens=False)["input_ids"]
-    ids = (prompt + answer + [tokenizer.pad_token_id])[:max_length]          # pad token as "terminator"
-    labels = ([-100] * len(prompt) + answer + [tokenizer.pad_token_id])[:max_length]  # truncated from the right
+    answer = tokenizer(f"<think>{row['think']}</think> \n {row['answer']}",
+                       add_special_tokens=False)["input_ids"]
+    ids = (prompt + answer + [tokenizer.pad_token_id])[:max_length]  # pad token as "terminator"
+    # truncated from the right
+    labels = ([-100] * len(prompt) + answer + [tokenizer.pad_token_id])[:max_length]
     return dict(input_ids=ids, attention_mask=[1] * len(ids), labels=labels)
 
 # %% ../nbs/02_train_full.ipynb #35ce192c
 @command(spec=TrainConfig)
 def medsft_train(config:TrainConfig, # the run settings: `--config FILE`, then the flags
                 ):
-    "Full-parameter SFT of Qwen3 on question/think/answer rows (the reference `train.py`); flags: `TrainConfig` fields."
+    ("Full-parameter SFT of Qwen3 on question/think/answer rows (the reference `train.py`); "
+     "flags: `TrainConfig` fields.")
     return train_full(config)
