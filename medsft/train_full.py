@@ -377,25 +377,33 @@ def run_sft(cfg:TrainConfig, # the run settings
     with contextlib.redirect_stdout(sys.stdout if state.is_main_process else io.StringIO()):
         return _run_sft(cfg, wrap_model, state, device, dtype, want, reason)
 
+def _on_main(state, fn):
+    "`fn()` run by the main process only; every process gets its result, or raises the error it raised."
+    box = [None]
+    if state.is_main_process:
+        try: box = [fn()]
+        except Exception as e: box = [e]
+    if state.num_processes > 1: broadcast_object_list(box)
+    if isinstance(box[0], Exception): raise box[0]
+    return box[0]
+
+def _start_output(cfg, out:Path)->str: # the checkpoint to resume from, or None
+    "Check `output_dir` (overwrite/resume rules), mark the run unfinished and write its config."
+    resume_from = check_output_dir(cfg.output_dir, cfg.overwrite, cfg.resume)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in (COMPLETE_FILE, "train_summary.json", "loss.png"): (out/f).unlink(missing_ok=True)  # not done
+    write_run_config(cfg, out/RUN_CONFIG)
+    return resume_from
+
 def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
     t0, out = time.time(), Path(cfg.output_dir)
-    with state.main_process_first(): resume_from = check_output_dir(cfg.output_dir, cfg.overwrite, cfg.resume)
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        # not done yet
-        for f in (COMPLETE_FILE, "train_summary.json", "loss.png"): (out/f).unlink(missing_ok=True)
-        write_run_config(cfg, out/RUN_CONFIG)
+    resume_from = _on_main(state, lambda: _start_output(cfg, out))  # one process decides: no folder race
     weights, autocast = train_precision(device, dtype, want, cfg.pure_bf16)
     print(f"device: {device}, weights {str(weights)[6:]}, autocast {autocast or 'off'} ({reason})")
     model, tokenizer = load_model_and_tokenizer(cfg.model, device=device, dtype=weights)
     base = model.name_or_path  # the resolved base folder
-    data = [None]  # tokenized once, by the main process; the others receive its examples
-    if state.is_main_process:
-        try: data = [build_datasets(cfg, tokenizer, out/"split.json")]
-        except Exception as e: data = [e]  # raised by every process below
-    if state.num_processes > 1: broadcast_object_list(data)
-    if isinstance(data[0], Exception): raise data[0]
-    train_ds, eval_ds, val_rows = data[0]
+    # tokenized once, by the main process; the others receive its examples
+    train_ds, eval_ds, val_rows = _on_main(state, lambda: build_datasets(cfg, tokenizer, out/"split.json"))
     n, acc = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     print(f"global batch: {n} per device x {state.num_processes} processes x {acc} accumulation = "
           f"{n * state.num_processes * acc} rows per optimizer step")
