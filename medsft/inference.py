@@ -458,13 +458,13 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
 def plot_eval(summaries:dict, # name -> an `evaluate` summary
               path=None, # save the figure here as PNG; None: only return it
              ): # a `matplotlib.figure.Figure`
-    "ROUGE-L, BLEU-4 and the shares of finished and thinking outputs (percent) of `evaluate` summaries, side by side."
+    "ROUGE-L, BLEU-4 and the finished and thinking shares (percent) of `evaluate` summaries, side by side."
     from matplotlib.figure import Figure
     keys = {"rouge_l": "ROUGE-L", "bleu4": "BLEU-4", "finished": "finished %", "with_think": "with think %"}
     fig = Figure(figsize=(6, 3), dpi=80)
     ax, width = fig.add_subplot(), 0.8 / len(summaries)
     for j, (name, s) in enumerate(summaries.items()):
-        scale = lambda k: 100 if k in ("finished", "with_think") else 1  # shares as percent, scores already 0-100
+        scale = lambda k: 100 if k in ("finished", "with_think") else 1  # shares to percent; scores are 0-100
         ax.bar([i + j * width for i in range(len(keys))], [s[k] * scale(k) for k in keys], width, label=name)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], list(keys.values()))
     ax.set(ylim=(0, 105), ylabel="score or percent")

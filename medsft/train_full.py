@@ -276,7 +276,7 @@ def start_swanlab(cfg:TrainConfig, # swanlab_mode, swanlab_project, run_name, sw
 
 # %% ../nbs/02_train_full.ipynb #28024ec4
 def prepare_model(model, # a causal LM
-                  cfg:TrainConfig, # `gradient_checkpointing` (None: by need), `per_device_train_batch_size`, `max_length`
+                  cfg:TrainConfig, # `gradient_checkpointing` (None: by need), train batch size, `max_length`
                   autocast:str=None, # "bf16"/"fp16" halve the activations in the memory estimate
                  ):
     "Set the model up for training: gradient checkpointing (non-reentrant) if set or needed, no KV cache."
