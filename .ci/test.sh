@@ -3,6 +3,11 @@
 # then every notebook runs under nbdev_test (default flags) and pytest runs tests/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Every temporary folder of this run (notebook examples, pytest's tmp_path, checkpoints) goes below one private
+# TMPDIR, removed on exit, pass or fail: runs on one machine must not fill its disk (a full /tmp failed CI once).
+TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/medsft-test.XXXXXX")
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 state() { git status --porcelain -- nbs medsft README.md; git diff -- nbs medsft README.md | sha1sum; }
 before=$(state)
 nbdev_clean
