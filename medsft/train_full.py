@@ -407,7 +407,7 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
     n, acc = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     print(f"global batch: {n} per device x {state.num_processes} processes x {acc} accumulation = "
           f"{n * state.num_processes * acc} rows per optimizer step")
-    model = prepare_model(model, cfg)
+    model = prepare_model(model, cfg, autocast)
     set_seed(cfg.seed)  # a reproducible adapter initialisation
     if wrap_model is not None: model = wrap_model(model, cfg)
     swan = start_swanlab(cfg) if state.is_main_process else None
