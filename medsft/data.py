@@ -827,15 +827,6 @@ def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", l
     (out/"report.json").write_text(json.dumps(rep.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
     return rep
 
-# %% ../nbs/00_data.ipynb #07513322
-def _parse_kv(s:str|None, what:str)->dict|None:
-    "`a=b,c=d` -> {'a': 'b', 'c': 'd'}; `DataError` on a malformed pair."
-    if not s: return None
-    pairs = [p.split("=", 1) for p in s.split(",") if p.strip()]
-    if any(len(p) != 2 for p in pairs):
-        raise DataError(f"--{what} expects key=value pairs separated by commas, got {s!r}")
-    return {k.strip(): v.strip() for k, v in pairs}
-
 # %% ../nbs/00_data.ipynb #0f9bdd7d
 @command()
 def medsft_data(source:str=DEFAULT_DATASET, # file/folder (jsonl/json/csv/parquet), ModelScope id or `sample`
@@ -843,8 +834,8 @@ def medsft_data(source:str=DEFAULT_DATASET, # file/folder (jsonl/json/csv/parque
                 val_frac:float=0.1, # validation share (reference: 0.1; first int(0.9*n) shuffled rows train)
                 seed:int=42, # random.seed for the shuffle (reference: 42)
                 encoding:str="utf-8", # text encoding of local files, e.g. gb18030
-                columns:str=None, # column mapping, e.g. question=Question,think=Complex_CoT,answer=Response
-                policies:str=None, # problem=policy, e.g. duplicate=drop,literal_newline=fix (drop/keep/fail)
+                columns:dict=None, # column mapping, e.g. question=Question,think=Complex_CoT,answer=Response
+                policies:dict=None, # problem=policy, e.g. duplicate=drop,literal_newline=fix (drop/keep/fail)
                 skip_bad_lines:bool=False, # skip JSONL lines that do not parse (counted in the report)
                 max_length:int=2048, # tokens, for the over-length check (needs --tokenizer)
                 tokenizer:str=None, # tokenizer folder for the over-length check and length statistics
@@ -856,10 +847,10 @@ def medsft_data(source:str=DEFAULT_DATASET, # file/folder (jsonl/json/csv/parque
         from transformers import AutoTokenizer
         try: tk = AutoTokenizer.from_pretrained(tokenizer)
         except Exception as e: raise DataError(f"cannot load tokenizer {tokenizer!r}: {e}") from None
-    rep = prepare_data(source, out_dir, val_frac=val_frac, seed=seed, columns=_parse_kv(columns, "columns"),
-                       encoding=encoding, skip_bad_lines=skip_bad_lines,
-                       policies=_parse_kv(policies, "policies"), tokenizer=tk, max_length=max_length,
+    rep = prepare_data(source, out_dir, val_frac=val_frac, seed=seed, columns=columns, encoding=encoding,
+                       skip_bad_lines=skip_bad_lines, policies=policies, tokenizer=tk, max_length=max_length,
                        refresh=refresh)
     print(f"source: {rep.source}")
     print(rep.summary())
-    print(f"wrote {', '.join(Path(p).name for p in rep.files.values())} to {out_dir}")
+    names = [Path(p).name for p in rep.files.values()] + ["report.json"]
+    print(f"wrote {', '.join(names)} to {out_dir}")

@@ -9,7 +9,6 @@ __all__ = ['DEFAULT_CHECKPOINT', 'SAMPLING', 'MAX_CACHED_PREDICTORS', 'checkpoin
 
 # %% ../nbs/04_inference.ipynb #288d9e6c
 import hashlib, json, logging, sys, threading, time
-import json as _json
 from collections import OrderedDict
 from pathlib import Path
 from typing import TextIO
@@ -542,7 +541,7 @@ def medsft_predict(input:str=None, # the question to answer
                    file:str=None, # JSONL of questions (`question`, `input` or `messages` each) instead of -i
                    output:str=None, # with --file: write the results here instead of stdout (input fields + results; an input `answer` becomes `gold_answer`); a rerun continues it
                    skip_bad_rows:bool=False, # with --file: skip rows without a usable question (listed on stderr) instead of stopping
-                   no_think:bool=False, # answer without a think block
+                   think:bool=True, # Qwen3's thinking mode: a think block, then the answer (--no-think: none)
                    stream:bool=False, # print the text as it is generated (one question)
                    system:str=DEFAULT_SYSTEM_PROMPT, # system prompt ("" for none)
                    json:bool=False, # print a JSON object (text, think, answer, finished, stopped, new_tokens)
@@ -568,10 +567,10 @@ def medsft_predict(input:str=None, # the question to answer
     if file is not None:
         rows, questions = _file_questions(file, system, skip_bad_rows)
         todo, matched = _match_done(rows, _done_rows(output)) if output else (list(range(len(rows))), {})
-        if matched: print(f"note: {output} already answers {len(matched)} of {len(rows)} rows; continuing",
-                          file=sys.stderr)
+        if matched: print(f"note: {output} already answers {len(matched)} of {len(rows)} rows; "
+                          + ("continuing" if todo else "nothing left to do"), file=sys.stderr)
         if not todo: return
-    settings = dict(max_new_tokens=max_new_tokens, enable_thinking=not no_think, system=system or None,
+    settings = dict(max_new_tokens=max_new_tokens, enable_thinking=think, system=system or None,
                     do_sample=not greedy, temperature=temperature, top_p=top_p, top_k=top_k,
                     repetition_penalty=repetition_penalty, seed=seed)
     try: pred = get_predictor(checkpoint, device, dtype, base)
@@ -581,11 +580,15 @@ def medsft_predict(input:str=None, # the question to answer
                                     f"or try the demo model with -c {TINY}") from None
         raise
     if stream:
-        for piece in pred.stream(input, **settings): print(piece, end="", flush=True)
+        pieces = []
+        for piece in pred.stream(input, **settings):
+            print(piece, end="", flush=True)
+            pieces.append(piece)
         print()
-        record = dict(stopped=pred.last_stream["stopped"])
+        record = parse_response("".join(pieces), stopped=pred.last_stream["stopped"])
+        record["stopped"] = pred.last_stream["stopped"]
     elif rows is not None:
-        out, unfinished = _append_to(output) if output else sys.stdout, 0
+        out, unfinished, cut = _append_to(output) if output else sys.stdout, 0, 0
         try:
             for start in range(0, len(todo), 4 * batch_size):  # written and flushed every 4 batches
                 idx = todo[start:start + 4 * batch_size]
@@ -593,12 +596,13 @@ def medsft_predict(input:str=None, # the question to answer
                                                      **settings)):
                     out.write(_dumps({**{f"gold_{k}" if k in rec else k: v for k, v in rows[i].items()},
                                       **rec}) + "\n")
-                    unfinished += not rec["finished"]
+                    unfinished, cut = unfinished + (not rec["finished"]), cut + (not rec["stopped"])
                 out.flush()
         finally:
             if output: out.close()
         if unfinished:
-            print(f"note: {unfinished} of {len(todo)} outputs unfinished (raise -m)", file=sys.stderr)
+            print(f"note: {unfinished} of {len(todo)} outputs unfinished: {cut} hit max_new_tokens "
+                  f"(raise -m), {unfinished - cut} ended before their think block closed", file=sys.stderr)
         return
     else:
         record = pred.generate([input], **settings)[0]
@@ -606,6 +610,8 @@ def medsft_predict(input:str=None, # the question to answer
     if not record["stopped"]:
         print(f"note: stopped at max_new_tokens={max_new_tokens} before the end of the answer (raise -m)",
               file=sys.stderr)
+    elif not record["finished"]:
+        print("note: the reply ended before its think block closed: no answer", file=sys.stderr)
 
 # %% ../nbs/04_inference.ipynb #d3fe4299
 def format_summary(summary:dict)->str: # a two-column text table
@@ -629,13 +635,13 @@ def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, mer
                 max_new_tokens:int=1024, # new tokens at most per question
                 batch_size:int=8, # questions per batch
                 out_dir:str=None, # where results go (default: eval/<checkpoint name>; --benchmark: eval)
-                no_think:bool=False, # answer without a think block
+                think:bool=True, # Qwen3's thinking mode: a think block, then the answer (--no-think: none)
                 greedy:bool=False, # greedy decoding instead of sampling
                 seed:int=42, # sampling seed
                 skip_bad_rows:bool=False, # leave out rows without a text question and answer (listed in the summary) instead of stopping
                 benchmark:str=None, # multiple-choice benchmark instead of --val-file: cmmlu-medical, a folder with test/*.csv, or a CSV/JSONL file
                 data_dir:str=None, # --benchmark: its folder (default: shared/data/cmmlu_medical above cwd)
-                columns:str=None, # --benchmark: JSON column mapping, e.g. {"question": "q", "options": "opts", "answer": "gold"}
+                columns:dict=None, # --benchmark: column mapping, e.g. question=q,options=opts,answer=gold (or JSON)
                 limit:int=None, # --benchmark: the first N questions of each subject
                 shots:int=0, # --benchmark: solved dev questions before each question (k-shot)
                 mode:str="loglik", # --benchmark: loglik (letter scores, thinking off) or think (generate, read the letter after </think>)
@@ -650,10 +656,8 @@ def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, mer
     checkpoints = checkpoint or [DEFAULT_CHECKPOINT]
     if benchmark is not None:
         from medsft.multiple_choice import benchmark_report
-        try: mapping = _json.loads(columns) if columns else None
-        except ValueError as e: raise ValueError(f"--columns is not JSON: {e}") from None
         text, _ = benchmark_report(checkpoints, benchmark, out_dir=out_dir or "eval", as_json=json,
-                                   data_dir=data_dir, columns=mapping,
+                                   data_dir=data_dir, columns=columns,
                                    limit=limit, shots=shots, mode=mode, batch_size=batch_size,
                                    max_new_tokens=max_new_tokens, device=device, dtype=dtype, base=base)
         print(text)
@@ -661,7 +665,7 @@ def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, mer
     if len(checkpoints) > 1:
         raise ValueError("several -c are for --benchmark; a --val-file run takes one checkpoint")
     summary = evaluate(checkpoints[0], val_file, n=n, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       out_dir=out_dir, enable_thinking=not no_think, do_sample=not greedy, seed=seed,
+                       out_dir=out_dir, enable_thinking=think, do_sample=not greedy, seed=seed,
                        skip_bad_rows=skip_bad_rows, device=device, dtype=dtype, base=base)
     if summary["skipped"]:
         print(f"note: skipped {len(summary['skipped'])} bad rows: "

@@ -76,7 +76,10 @@ class TrainConfig(TrainingArguments):
     def __post_init__(self):
         by_need = (self.gradient_checkpointing is None
                    and getattr(self, "activation_checkpointing", None) is None)
-        if not self.use_cpu and pick_device(None, self.dtype)[0] == "cpu": self.use_cpu = True
+        # a GPU this PyTorch cannot run: the CPU (on a machine without one, use_cpu stays as given, so the
+        # run's train_config.yaml does not pin a later GPU run to the CPU)
+        if not self.use_cpu and torch.cuda.is_available() and pick_device(None, self.dtype)[0] == "cpu":
+            self.use_cpu = True
         if not self.progress: self.disable_tqdm = True
         # resolves an unset checkpointing to False: keep it unset, `prepare_model` decides
         super().__post_init__()
@@ -90,9 +93,11 @@ def _yaml_value(k:str, v):
     return v
 
 def run_config(cfg)->dict: # field -> plain value (YAML/JSON-ready)
-    ("Every init field of `cfg` (a `TrainConfig`), enums as their values, tokens left out, "
-     "row lists as a count.")
-    return {k: _yaml_value(k, v) for k, v in cfg.to_dict().items()}
+    ("Every init field of `cfg` (a `TrainConfig`) but `overwrite`/`resume`, enums as their values, "
+     "tokens left out, row lists as a count.")
+    # overwrite/resume say what to do with the folder this time, not how to train: a config read back with
+    # --resume must not also say overwrite
+    return {k: _yaml_value(k, v) for k, v in cfg.to_dict().items() if k not in ("overwrite", "resume")}
 
 def write_run_config(cfg, # a `TrainConfig` (or subclass)
                      path, # the YAML file to write
@@ -269,6 +274,7 @@ def start_swanlab(cfg:TrainConfig, # swanlab_mode, swanlab_project, run_name, sw
     if mode == "disabled": return None
     import swanlab
     from swanlab.integration.transformers import SwanLabCallback
+    if os.environ.get("SWANLAB_MODE") == "": del os.environ["SWANLAB_MODE"]  # SwanLab rejects an empty one
     swanlab.init(project=cfg.swanlab_project, name=cfg.run_name, mode=mode, reinit=True,
                  log_dir=str(cfg.swanlab_dir or Path(cfg.output_dir)/"swanlog"),
                  config=run_config(cfg), settings=swanlab.Settings(interactive=False))
@@ -370,7 +376,8 @@ def run_sft(cfg:TrainConfig, # the run settings
     ("Run one SFT job end to end (see above); full-parameter unless `wrap_model`. "
      "Only the main process prints and writes.")
     want = cfg.dtype or ("bf16" if cfg.bf16 else "fp16" if cfg.fp16 else None)
-    device, dtype, reason = pick_device("cpu" if cfg.use_cpu else None, want)
+    device, dtype, reason = pick_device(None, want)  # the reason says why when no GPU is usable
+    if cfg.use_cpu and device != "cpu": device, dtype, reason = pick_device("cpu", want)
     # the processes of torchrun / accelerate launch (one without a launcher)
     state = PartialState(cpu=device == "cpu")
     if state.num_processes > 1 and device != "cpu": device = str(state.device)  # this process's own GPU

@@ -4,7 +4,7 @@ encoding is not UTF-8."""
 import configparser, importlib, json, os, subprocess, sys
 from pathlib import Path
 import pytest
-from medsft.cli import _convert, flags_of
+from medsft.cli import _convert, flags_of, mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -22,7 +22,7 @@ def sample_value(flag)->list:
     t, nargs, choices = _convert(flag.type)
     if t is bool: return []
     if choices: return [str(choices[0])]
-    return [{int: '1', float: '0.5', json.loads: '{}'}.get(t, 'x')]
+    return [{int: '1', float: '0.5', mapping: 'a=b'}.get(t, 'x')]
 
 @pytest.mark.parametrize('name,target', scripts().items())
 def test_flags_and_help(name, target):

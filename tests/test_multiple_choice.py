@@ -175,7 +175,8 @@ def test_cli_jsonl_with_a_column_mapping(tmp_path):
     rows = [dict(q="缺铁会导致", opts=["贫血", "骨折", "近视"], gold="A"), dict(q="缺碘会导致", opts=["近视", "甲状腺肿", "骨折"], gold="b")]
     src = tmp_path / "med.jsonl"
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    p = run(BIN / "medsft_eval", "--benchmark", src, "--columns", '{"question": "q", "options": "opts", "answer": "gold"}',
+    # the one mapping grammar of every command: key=value pairs (or a JSON object, see 00a_cli)
+    p = run(BIN / "medsft_eval", "--benchmark", src, "--columns", "question=q,options=opts,answer=gold",
             "-c", TINY, "--json", "-o", tmp_path / "eval")
     eq(p.returncode, 0)
     r = json.loads(p.stdout)["checkpoints"][0]
@@ -184,4 +185,4 @@ def test_cli_jsonl_with_a_column_mapping(tmp_path):
     eq([(x["answer"], len(x["scores"])) for x in records], [("A", 3), ("B", 3)])
     bad = run(BIN / "medsft_eval", "--benchmark", src, "--columns", "{question: q}", "-c", TINY)
     eq(bad.returncode, 2)
-    assert "--columns is not JSON" in bad.stderr, bad.stderr
+    assert "argument --columns: not a JSON object" in bad.stderr, bad.stderr
