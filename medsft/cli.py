@@ -84,8 +84,14 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return textwrap.wrap(" ".join(text.split()), width, break_long_words=False, break_on_hyphens=False)
 
 class _Parser(argparse.ArgumentParser):
-    "An `ArgumentParser` whose usage errors are one line on stderr (exit 2)."
+    "An `ArgumentParser` whose usage errors are one line on stderr (exit 2); a typo gets the nearest flag."
+    def __init__(self, *args, **kwargs): super().__init__(*args, allow_abbrev=False, **kwargs)  # no guessing
+
     def error(self, message):
+        if message.startswith("unrecognized arguments: "):
+            word = message.split(": ", 1)[1].split()[0].split("=")[0]
+            near = difflib.get_close_matches(word, [o for a in self._actions for o in a.option_strings], n=1)
+            if near: message += f"; did you mean {near[0]}?"
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 def build_parser(spec, # a function with docments, or a config dataclass
@@ -125,14 +131,33 @@ def read_config(path, # a `.yaml`/`.yml` or `.json` file holding one mapping
     except Exception as e:
         raise ValueError(f"{path}: not valid {path.suffix[1:]} ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict): raise ValueError(f"{path}: expected a mapping of field names to values")
-    if spec is not None:
-        names = [f.name for f in flags_of(spec)]
-        for k in data:
-            if k not in names:
-                near = difflib.get_close_matches(str(k), names, n=1)
-                hint = f"; did you mean {near[0]!r}?" if near else ""
-                raise ValueError(f"{path}: unknown field {k!r}{hint}")
-    return data
+    if spec is None: return data
+    flags = {f.name: f for f in flags_of(spec)}
+    for k in data:
+        if k not in flags:
+            near = difflib.get_close_matches(str(k), list(flags), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ValueError(f"{path}: unknown field {k!r}{hint}")
+    return {k: _file_value(flags[k], v, path) for k, v in data.items()}
+
+def _file_value(f:Flag, v, path):
+    "A run file's value for `f`, checked and converted as its flag's text would be; else `ValueError`."
+    t, nargs, choices = _convert(f.type)
+    if v is None: return v
+    if nargs: return [_file_value(dataclasses.replace(f, type=t), x, path)
+                      for x in (v if isinstance(v, list) else [v])]
+    number = t in (int, float) and not isinstance(v, (bool, list, dict))  # YAML reads `1e-4` as text
+    try: y = float(v) if number else mapping(str(v)) if t is mapping and not isinstance(v, dict) else v
+    except (ValueError, argparse.ArgumentTypeError): y = None
+    if t is int and isinstance(y, float) and y.is_integer(): y = int(y)
+    ok = (isinstance(y, bool) if t is bool
+          else isinstance(y, t) and not isinstance(y, bool) if t in (int, float)
+          else isinstance(y, dict) if t is mapping
+          else not isinstance(y, (list, dict)) if f.type in (str, str | None) else True)
+    if ok and (not choices or y in choices): return y
+    kind = f"one of {choices}" if choices else {bool: "true or false", int: "a whole number",
+                                                 float: "a number", mapping: "a mapping"}.get(t, "text")
+    raise ValueError(f"{path}: field {f.name!r} must be {kind}, got {v!r}")
 
 def parse_command(spec, # a function or a config dataclass
                   argv:list=None, # command-line words; None: `sys.argv[1:]`
@@ -158,8 +183,9 @@ def command(spec=None, # a config dataclass; None: the decorated function's own 
         target, prog = spec or func, func.__name__
         def main(argv:list=None): # command-line words; None: `sys.argv[1:]`
             utf8_stdio()
-            values = parse_command(target, argv, prog, short)
-            try: return func(spec(**values)) if spec else func(**values)
+            try:
+                values = parse_command(target, argv, prog, short)  # a bad --config file exits 2 as well
+                return func(spec(**values)) if spec else func(**values)
             except (OSError, ValueError, ImportError) as e:
                 if os.environ.get("MEDSFT_DEBUG"): raise
                 print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -153,8 +153,13 @@ def _read_json(path, encoding, skip_bad_lines, bad_lines):
 
 def _read_csv(path, encoding):
     reader = csv.DictReader(io.StringIO(_decode(path, Path(path).read_bytes(), encoding), newline=""))
-    try: return [dict(r) for r in reader]
+    try: rows = [dict(r) for r in reader]
     except csv.Error as e: raise DataError(f"{path}:{reader.line_num}: bad CSV ({e})") from None
+    # DictReader files extra cells under the key None: a row that does not fit its header is an error
+    if bad := [i for i, r in enumerate(rows) if None in r]:
+        raise DataError(f"{path}: data row {bad[0] + 1} has more cells than the header's "
+                        f"{len(reader.fieldnames)} ({len(bad)} such rows)")
+    return rows
 
 def read_file(path, # a `.jsonl`, `.json`, `.csv` or `.parquet` file, or a folder of them
               encoding:str="utf-8", # text encoding (not used for parquet)

@@ -129,7 +129,14 @@ def generation_config(self:Predictor,
                       top_k:int=None, # None: 20
                       repetition_penalty:float=None, # None: 1.0 (off)
                      )->GenerationConfig:
-    "The `GenerationConfig` for one call: Qwen3's recommended sampling, or greedy; stops on `eos_token_id`."
+    ("The `GenerationConfig` for one call: Qwen3's recommended sampling, or greedy; stops on `eos_token_id`. "
+     "`ValueError` for a setting out of range.")
+    for name, v, ok, rule in (("max_new_tokens", max_new_tokens, lambda v: v >= 1, "at least 1"),
+                              ("temperature", temperature, lambda v: v > 0, "above 0"),
+                              ("top_p", top_p, lambda v: 0 < v <= 1, "in (0, 1]"),
+                              ("top_k", top_k, lambda v: v >= 0, "at least 0"),
+                              ("repetition_penalty", repetition_penalty, lambda v: v > 0, "above 0")):
+        if v is not None and not ok(v): raise ValueError(f"{name} must be {rule}, got {v}")
     if do_sample:
         given = dict(temperature=temperature, top_p=top_p, top_k=top_k)
         sampling = {k: given[k] if given[k] is not None else v
@@ -167,6 +174,7 @@ def generate(self:Predictor,
              **kwargs, # passed on to `model.generate` (e.g. `logits_processor`)
             )->list: # one record per question, in input order (see above)
     "Generate for a list of questions in left-padded batches; records hold only the new text."
+    if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     prompts = [self.prompt(q, system, enable_thinking) for q in questions]
     config = self.generation_config(max_new_tokens, do_sample, enable_thinking, temperature, top_p, top_k,
                                     repetition_penalty)
@@ -407,6 +415,8 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
             )->dict: # the summary, also written to `out_dir/summary.json`
     ("Answer the questions of `val_file`, score answers only (BLEU-4, ROUGE-L) "
      "and write predictions and a summary.")
+    if n is not None and n < 1: raise ValueError(f"n must be at least 1 (None: every row), got {n}")
+    if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     rows = load_rows(val_file)[:n]
     lines = read_jsonl(val_file, with_lines=True)[1][:n] if str(val_file).endswith(".jsonl") else None
     rows, report = check_rows(rows, ("question", "answer"), where=str(val_file),
@@ -418,6 +428,8 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
                     do_sample=do_sample, seed=seed, **kwargs)
     run = hashlib.sha256(repr((pred.state, sorted(settings.items()))).encode()).hexdigest()[:12]
     path = out_dir / "predictions.jsonl"
+    sampling = {k: v for k, v in kwargs.items() if k in ("temperature", "top_p", "top_k", "repetition_penalty")}
+    pred.generation_config(max_new_tokens, do_sample, enable_thinking, **sampling)  # bad: fail before files change
     done = _done_rows(path)
     if any(d.get("run") != run for d in done): path.unlink(); done = []  # another model or other settings
     todo, matched = _match_done(rows, done)
@@ -641,7 +653,7 @@ def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, mer
                 skip_bad_rows:bool=False, # leave out rows without a text question and answer (listed in the summary) instead of stopping
                 benchmark:str=None, # multiple-choice benchmark instead of --val-file: cmmlu-medical, a folder with test/*.csv, or a CSV/JSONL file
                 data_dir:str=None, # --benchmark: its folder (default: shared/data/cmmlu_medical above cwd)
-                columns:dict=None, # --benchmark: column mapping, e.g. question=q,options=opts,answer=gold (or JSON)
+                columns:dict=None, # --benchmark: column mapping, e.g. question=q,options=opts,answer=gold
                 limit:int=None, # --benchmark: the first N questions of each subject
                 shots:int=0, # --benchmark: solved dev questions before each question (k-shot)
                 mode:str="loglik", # --benchmark: loglik (letter scores, thinking off) or think (generate, read the letter after </think>)

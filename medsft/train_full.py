@@ -8,7 +8,7 @@ __all__ = ['TrainConfig', 'run_config', 'write_run_config', 'train_precision', '
            'predict_rows', 'plot_losses', 'run_sft', 'train_full', 'format_scores', 'reference_example', 'medsft_train']
 
 # %% ../nbs/02_train_full.ipynb #93a4aa84
-import contextlib, importlib.util, io, json, math, os, shutil, signal, statistics, sys, time, warnings
+import collections, contextlib, importlib.util, io, json, math, os, shutil, signal, statistics, sys, time, warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,7 +21,8 @@ from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, Train
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .cli import command
-from .data import (DEFAULT_SYSTEM_PROMPT, load_rows, load_split, row_key, tokenize_rows, validate_rows)
+from .data import (DEFAULT_SYSTEM_PROMPT, _check_options, load_rows, load_split, row_key, tokenize_rows,
+                         validate_rows)
 from .inference import Predictor
 from .speed import SFTTrainer, checkpointing_needed, pack_collator, tokenize_cached
 from .model import (COMPLETE_FILE, DEFAULT_BASE, IM_END_ID, RUN_CONFIG, THINK_END_ID,
@@ -74,6 +75,10 @@ class TrainConfig(TrainingArguments):
     include_num_input_tokens_seen:str="non_padding" # count the tokens trained on (summary, throughput)
 
     def __post_init__(self):
+        _check_options(self.max_length, self.truncation, "label")  # bad values fail before the model loads
+        if not 0 <= self.val_frac < 1: raise ValueError(f"val_frac must be in [0, 1), got {self.val_frac}")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError("nothing to train: set max_steps or num_train_epochs above 0")
         by_need = (self.gradient_checkpointing is None
                    and getattr(self, "activation_checkpointing", None) is None)
         # a GPU this PyTorch cannot run: the CPU (on a machine without one, use_cpu stays as given, so the
@@ -154,7 +159,9 @@ def check_output_dir(output_dir, # where the run writes
         if last is None:
             raise FileNotFoundError(f"{out}: no complete {PREFIX_CHECKPOINT_DIR}-N folder to resume from")
         return last
-    if out.is_dir() and any(out.iterdir()):
+    # what a run that stopped before its first checkpoint (bad data, Ctrl-C) leaves: no --overwrite needed
+    started = {RUN_CONFIG, "split.json", "swanlog"}
+    if out.is_dir() and any(p.name not in started for p in out.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out} is not empty (an earlier run?): pass --overwrite to train again "
                                   f"from the start or --resume to continue from its newest checkpoint")
@@ -162,10 +169,18 @@ def check_output_dir(output_dir, # where the run writes
     return None
 
 # %% ../nbs/02_train_full.ipynb #359c2dd5
+def _dropped(what:str, rep)->None:
+    "Print which rows were dropped and why (a problem whose rows are kept, such as `no_think`, is no drop)."
+    if not rep.dropped: return
+    why = collections.Counter(r.split(" ")[0] for r in rep.dropped.values())
+    first = "; ".join(f"row {i + 1}: {r}" for i, r in list(rep.dropped.items())[:3])
+    print(f"{what}: dropped {len(rep.dropped)} of {rep.n_in} rows ({dict(why)}; {first})")
+
 def _rows(source, what:str)->list:
     "Rows from `source` (a path, 'sample', a ModelScope id or a list), validated with the default policies."
     rows, rep = validate_rows(load_rows(source))
-    if rep.dropped: print(f"{what}: dropped {len(rep.dropped)} of {rep.n_in} rows ({rep.counts})")
+    _dropped(what, rep)
+    if not rows: print(f"{what}: no usable rows")
     return rows
 
 def _examples(rows, tokenizer, cfg, what:str)->list:
@@ -195,7 +210,7 @@ def build_datasets(cfg:TrainConfig, # train/val_file, val_frac, seed, max_length
         _check_overlap(rows, val_rows, cfg)
     else:
         rows, val_rows, rep = load_split(cfg.train_file, cfg.val_frac, cfg.seed)
-        if rep.dropped: print(f"data: dropped {len(rep.dropped)} of {rep.n_in} rows ({rep.counts})")
+        _dropped("data", rep)
     rows, val_rows = rows[:cfg.max_train_rows], val_rows[:cfg.max_val_rows]
     if split_file:
         src = lambda s: s if isinstance(s, (str, Path)) else f"<{len(s)} rows>"

@@ -76,6 +76,9 @@ def merge_adapter(adapter_dir, # an adapter folder (final or `checkpoint-N`)
                  )->Path: # `out_dir`
     "Fold a LoRA adapter into its base model and save a full model folder in the base's dtype."
     model, tokenizer = load_model_and_tokenizer(adapter_dir, device="cpu", dtype=torch.float32, base=base)
+    if not hasattr(model, "merge_and_unload"):
+        raise ValueError(f"{adapter_dir}: a full model, not a LoRA adapter (no adapter_config.json): "
+                         f"nothing to merge; use the folder as it is")
     base_dir = Path(model.get_base_model().name_or_path)
     merged = model.merge_and_unload().to(_saved_dtype(base_dir))
     merged.save_pretrained(out_dir)
