@@ -442,14 +442,24 @@ def load_model_and_tokenizer(path_or_id, # `TINY`, a model/checkpoint/adapter fo
         if not any((folder / w).exists() for w in ("adapter_model.safetensors", "adapter_model.bin")):
             raise FileNotFoundError(f"{folder}: no adapter weights (adapter_model.safetensors)")
         tok = load_tokenizer(folder if _tokenizer_files(folder) else base_folder, padding_side)
-        model = AutoModelForCausalLM.from_pretrained(base_folder, dtype=dtype).to(device)
-        model = PeftModel.from_pretrained(model, folder).to(device)
+        model = _loaded(base_folder, lambda: AutoModelForCausalLM.from_pretrained(base_folder, dtype=dtype))
+        base_model = model.to(device)
+        model = _loaded(folder, lambda: PeftModel.from_pretrained(base_model, folder))
     else:
         _check_model_folder(folder)
         tok = load_tokenizer(folder, padding_side)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
+        model = _loaded(folder, lambda: AutoModelForCausalLM.from_pretrained(folder, dtype=dtype))
+    model = model.to(device)
     if model.generation_config.pad_token_id is None: model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
+
+def _loaded(folder, load):
+    "`load()`; a file of `folder` that cannot be read (damaged weights, bad JSON): a `ValueError` naming it."
+    try: return load()
+    except (OSError, ImportError, MemoryError): raise  # missing files, packages, memory: their own messages
+    except Exception as e:
+        why = " ".join(str(e).split())
+        raise ValueError(f"{folder}: cannot load the model ({type(e).__name__}: {why})") from e
 
 # %% ../nbs/01_model.ipynb #0f5c92fe
 @command()

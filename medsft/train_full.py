@@ -355,9 +355,10 @@ def _summary_line(s:dict)->str:
     return (f"{s['steps']} steps, {s['tokens']:,} tokens, "
             f"{time.strftime('%H:%M:%S', time.gmtime(s['seconds']))} -> {s['output_dir']}"
             f"\n  train_loss_mean {f(s['train_loss_mean'])} (Trainer's mean over this run's steps)"
-            f"\n  last_logged_loss {f(s['last_logged_loss'])} (mean of the last logged steps, "
-            f"at step {s['last_logged_step']})"
-            f"\n  eval_loss {f(s['eval_loss'])} (final evaluation on the validation rows)")
+            + (f"\n  last_logged_loss {f(s['last_logged_loss'])} (mean of the last logged steps, "
+               f"at step {s['last_logged_step']})" if s["last_logged_step"] is not None
+               else "\n  last_logged_loss n/a (no step logged: logging_steps > steps)")
+            + f"\n  eval_loss {f(s['eval_loss'])} (final evaluation on the validation rows)")
 
 def plot_losses(log_history:list, # `trainer.state.log_history` (or `train_summary.json`'s `log_history`)
                 path=None, # save the figure here as PNG (e.g. `loss.png`); None: only return it
