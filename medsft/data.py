@@ -87,7 +87,8 @@ def _decode(path, data:bytes, encoding:str="utf-8")->str:
     except LookupError: raise DataError(f"unknown encoding {encoding!r}") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not valid {encoding} at byte offset {e.start + start} ({e.reason}); "
-                        f"pass encoding=... (e.g. gb18030)") from None
+                        f"pass encoding=... (e.g. gb18030; medsft_data --encoding), "
+                        f"or convert it to UTF-8") from None
 
 # %% ../nbs/00_data.ipynb #d1295efb
 def read_jsonl(path, # a `.jsonl` file, one JSON object per line
@@ -107,7 +108,8 @@ def read_jsonl(path, # a `.jsonl` file, one JSON object per line
         except ValueError as e:
             if not skip_bad_lines:
                 raise DataError(f"{path}:{n}: not a JSON object ({e}); "
-                                "fix the line or pass skip_bad_lines=True") from None
+                                "fix the line, or skip such lines (skip_bad_lines=True; on the command line "
+                                "--skip-bad-lines, or --skip-bad-rows)") from None
             if bad_lines is not None: bad_lines.append(f"{path}:{n}")
             continue
         rows.append(row); lines.append(n)

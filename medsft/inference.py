@@ -18,7 +18,7 @@ from fastcore.basics import patch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 from transformers.utils import logging as hf_logging
 
-from .data import (DEFAULT_SYSTEM_PROMPT, DataError, check_rows, load_rows, parse_assistant,
+from .data import (DEFAULT_SYSTEM_PROMPT, DataError, DataReport, check_rows, load_rows, parse_assistant,
                          read_jsonl)
 from .cli import command
 from .model import IM_END_ID, TINY, load_model_and_tokenizer
@@ -409,7 +409,7 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
              system:str=DEFAULT_SYSTEM_PROMPT, # system prompt, as in training
              do_sample:bool=True, # False: greedy decoding
              seed:int=42, # sampling seed
-             skip_bad_rows:bool=False, # skip rows without a text question and answer (listed); False: raise
+             skip_bad_rows:bool=False, # skip rows without a text question and answer, bad lines too (listed)
              device=None, dtype=None, base=None, # as for `Predictor`
              **kwargs, # more generation settings (`temperature`, `top_p`, `top_k`, `repetition_penalty`)
             )->dict: # the summary, also written to `out_dir/summary.json`
@@ -417,8 +417,10 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
      "and write predictions and a summary.")
     if n is not None and n < 1: raise ValueError(f"n must be at least 1 (None: every row), got {n}")
     if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    rows = load_rows(val_file)[:n]
-    lines = read_jsonl(val_file, with_lines=True)[1][:n] if str(val_file).endswith(".jsonl") else None
+    read = DataReport()  # unparsable lines, skipped only with `skip_bad_rows`
+    rows = load_rows(val_file, skip_bad_lines=skip_bad_rows, report=read)[:n]
+    lines = (read_jsonl(val_file, with_lines=True, skip_bad_lines=skip_bad_rows)[1][:n]
+             if str(val_file).endswith(".jsonl") else None)
     rows, report = check_rows(rows, ("question", "answer"), where=str(val_file),
                               lines=lines if lines and len(lines) == len(rows) else None, skip=skip_bad_rows)
     if not rows: raise DataError(f"{val_file}: no rows to evaluate")
@@ -428,8 +430,9 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
                     do_sample=do_sample, seed=seed, **kwargs)
     run = hashlib.sha256(repr((pred.state, sorted(settings.items()))).encode()).hexdigest()[:12]
     path = out_dir / "predictions.jsonl"
-    sampling = {k: v for k, v in kwargs.items() if k in ("temperature", "top_p", "top_k", "repetition_penalty")}
-    pred.generation_config(max_new_tokens, do_sample, enable_thinking, **sampling)  # bad: fail before files change
+    sampling = {k: kwargs[k] for k in ("temperature", "top_p", "top_k", "repetition_penalty") if k in kwargs}
+    # bad settings fail before any file changes
+    pred.generation_config(max_new_tokens, do_sample, enable_thinking, **sampling)
     done = _done_rows(path)
     if any(d.get("run") != run for d in done): path.unlink(); done = []  # another model or other settings
     todo, matched = _match_done(rows, done)
@@ -459,7 +462,8 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
                    enable_thinking=enable_thinking, do_sample=do_sample, seed=seed,
                    **{k: v for k, v in kwargs.items() if isinstance(v, (int, float, str))},
                    skipped={f"{val_file}:{lines[i]}" if lines and len(lines) == report.n_in
-                            else f"row {i + 1}": why for i, why in report.dropped.items()},
+                            else f"row {i + 1}": why for i, why in report.dropped.items()}
+                           | {b: "not a JSON object" for b in read.bad_lines},
                    device=str(pred.model.device), dtype=str(pred.model.dtype).replace("torch.", ""))
     (out_dir / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n",
                                           encoding="utf-8")
@@ -530,18 +534,20 @@ class ChatBox:
 def _file_questions(file, system:str, skip:bool)->tuple:
     ("(rows, questions) of a JSONL file of questions, checked before any model loads; "
      "bad rows raise or are skipped.")
-    rows, lines = read_jsonl(file, with_lines=True)
+    bad = []  # unparsable lines, skipped only with `skip`
+    rows, lines = read_jsonl(file, with_lines=True, skip_bad_lines=skip, bad_lines=bad)
     field = lambda r: next((k for k in ("messages", "question", "input") if k in r), "question")
     proxies = [dict(question="messages" if field(r) == "messages" else r.get(field(r))) for r in rows]
     _, report = check_rows(proxies, ("question",), where=str(file), lines=lines, skip=skip)
     keep, dropped = [], {lines[i]: why for i, why in report.dropped.items()}
+    dropped |= {int(b.rsplit(":", 1)[1]): "not a JSON object" for b in bad}
     for i in report.kept:
         try: chat_messages(rows[i][field(rows[i])], system); keep.append(i)
         except ValueError as e:
             if not skip: raise DataError(f"{file}:{lines[i]}: {e}") from None
             dropped[lines[i]] = str(e)
     if dropped:
-        print(f"note: skipped {len(dropped)} of {len(rows)} rows without a usable question: "
+        print(f"note: skipped {len(dropped)} of {len(rows) + len(bad)} rows without a usable question: "
               + "; ".join(f"{file}:{n}: {why}" for n, why in sorted(dropped.items())), file=sys.stderr)
     if not keep: raise DataError(f"{file}: no rows with a question to answer")
     return [rows[i] for i in keep], [rows[i][field(rows[i])] for i in keep]
@@ -552,7 +558,7 @@ def medsft_predict(input:str=None, # the question to answer
                    max_new_tokens:int=256, # new tokens at most (think + answer); thinking needs ~1024
                    file:str=None, # JSONL of questions (`question`, `input` or `messages` each) instead of -i
                    output:str=None, # with --file: write the results here instead of stdout (input fields + results; an input `answer` becomes `gold_answer`); a rerun continues it
-                   skip_bad_rows:bool=False, # with --file: skip rows without a usable question (listed on stderr) instead of stopping
+                   skip_bad_rows:bool=False, # with --file: skip rows without a usable question, unparsable lines too (listed on stderr)
                    think:bool=True, # Qwen3's thinking mode: a think block, then the answer (--no-think: none)
                    stream:bool=False, # print the text as it is generated (one question)
                    system:str=DEFAULT_SYSTEM_PROMPT, # system prompt ("" for none)

@@ -232,17 +232,20 @@ def test_skip_bad_rows_answers_the_good_ones(tmp_path):
     "--skip-bad-rows: the good row is answered, the bad ones are listed with their lines."
     f = write_jsonl(EVAL_ROWS, tmp_path / "f.jsonl")
     q = write_jsonl(PREDICT_ROWS, tmp_path / "q.jsonl")
+    for path in (f, q):  # one unparsable line each: skipped and listed too
+        with open(path, "a", encoding="utf-8") as fh: fh.write('{"question": "断行\n')
     (rc1, o1, e1), (rc2, o2, e2) = run_all(
         [[BIN / "medsft_eval", "-c", TINY, "--val-file", f, "--skip-bad-rows", "-m", 4, "--json", "-o", tmp_path / "ev"],
          [BIN / "medsft_predict", "-f", q, "-c", TINY, "--skip-bad-rows", "-m", 4, "--greedy"]])
     eq((rc1, rc2), (0, 0))
     summary = json.loads(o1.decode("utf-8"))
-    eq((summary["n"], sorted(summary["skipped"])), (1, [f"{f}:1", f"{f}:2"]))
+    eq((summary["n"], sorted(summary["skipped"])), (1, [f"{f}:1", f"{f}:2", f"{f}:{len(EVAL_ROWS) + 1}"]))
     eq([r["question"] for r in read_jsonl(tmp_path / "ev" / "predictions.jsonl")], ["咳嗽怎么办？"])
     assert "f.jsonl:1" in e1.decode("utf-8") and "f.jsonl:2" in e1.decode("utf-8")
     eq([json.loads(l)["question"] for l in o2.decode("utf-8").splitlines()], ["咳嗽"])
     err = e2.decode("utf-8")
-    assert "skipped 2 of 3 rows" in err and "q.jsonl:1" in err and "q.jsonl:2" in err, err
+    assert "skipped 3 of 4 rows" in err and "q.jsonl:1" in err and "q.jsonl:2" in err, err
+    assert f"q.jsonl:{len(PREDICT_ROWS) + 1}: not a JSON object" in err, err
 
 
 def _count_generated(monkeypatch):
