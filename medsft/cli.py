@@ -144,8 +144,9 @@ def _file_value(f:Flag, v, path):
     "A run file's value for `f`, checked and converted as its flag's text would be; else `ValueError`."
     t, nargs, choices = _convert(f.type)
     if v is None: return v
-    if nargs: return [_file_value(dataclasses.replace(f, type=t), x, path)
-                      for x in (v if isinstance(v, list) else [v])]
+    if nargs:  # a list of values, or one (kept as it is: `target_modules: all-linear`)
+        one = dataclasses.replace(f, type=t)
+        return [_file_value(one, x, path) for x in v] if isinstance(v, list) else _file_value(one, v, path)
     number = t in (int, float) and not isinstance(v, (bool, list, dict))  # YAML reads `1e-4` as text
     try: y = float(v) if number else mapping(str(v)) if t is mapping and not isinstance(v, dict) else v
     except (ValueError, argparse.ArgumentTypeError): y = None

@@ -42,6 +42,7 @@ def wrap_lora(model, # a prepared causal LM (see `medsft.train_full.prepare_mode
     "Wrap `model` with a LoRA adapter for causal LM training and print the trainable share."
     targets = (cfg.target_modules if isinstance(cfg.target_modules, str)  # "all-linear" too
                else list(cfg.target_modules))
+    if targets == ["all-linear"]: targets = "all-linear"  # `--target-modules all-linear` gives a list
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     if tied and (bad := TIED & set([targets] if isinstance(targets, str) else targets)):
         raise ValueError(f"target_modules {sorted(bad)}: this model ties embed_tokens and lm_head, "
