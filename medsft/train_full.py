@@ -8,7 +8,8 @@ __all__ = ['TrainConfig', 'run_config', 'write_run_config', 'train_precision', '
            'predict_rows', 'plot_losses', 'run_sft', 'train_full', 'format_scores', 'reference_example', 'medsft_train']
 
 # %% ../nbs/02_train_full.ipynb #93a4aa84
-import collections, contextlib, importlib.util, io, json, math, os, shutil, signal, statistics, sys, time, warnings
+import collections, contextlib, importlib.util, io, json, math, os, shutil, signal, statistics, sys, time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
