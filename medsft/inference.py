@@ -584,9 +584,13 @@ def medsft_predict(input:str=None, # the question to answer
     rows = None
     if file is not None:
         rows, questions = _file_questions(file, system, skip_bad_rows)
-        todo, matched = _match_done(rows, _done_rows(output)) if output else (list(range(len(rows))), {})
+        done = _done_rows(output) if output else []
+        todo, matched = _match_done(rows, done)
         if matched: print(f"note: {output} already answers {len(matched)} of {len(rows)} rows; "
                           + ("continuing" if todo else "nothing left to do"), file=sys.stderr)
+        if (other := len(done) - len(matched)) > 0:
+            print(f"note: {output} also holds {other} answers to questions not in {file}; "
+                  f"new answers go after them", file=sys.stderr)
         if not todo: return
     settings = dict(max_new_tokens=max_new_tokens, enable_thinking=think, system=system or None,
                     do_sample=not greedy, temperature=temperature, top_p=top_p, top_k=top_k,

@@ -280,6 +280,11 @@ def test_predict_file_resumes(tmp_path, monkeypatch, capsys):
     calls.clear()
     cli(part)  # everything done: nothing generated, nothing added
     eq((sum(calls), len(read_jsonl(part))), (0, 5))
+    assert "nothing left to do" in capsys.readouterr().err
+    src = write_jsonl([dict(question="另一个问题")], tmp_path / "in.jsonl")  # another input, the same -o file
+    cli(part)
+    assert "also holds 5 answers to questions not in" in capsys.readouterr().err
+    eq(len(read_jsonl(part)), 6)
 
 
 def test_evaluate_resumes_and_restarts_for_another_model(tmp_path, monkeypatch):
