@@ -71,7 +71,7 @@ class TrainConfig(TrainingArguments):
     save_steps:float=400 # write `checkpoint-N` every this many steps (and at the end)
     gradient_checkpointing:bool=None # less memory, about 30 percent slower; None: if a step needs it (ref.: on)
     run_name:str="qwen3-1.7B" # experiment name in SwanLab
-    report_to:str="none" # transformers' own loggers: none (medsft starts SwanLab itself, see `swanlab_mode`)
+    report_to:str|list[str]="none" # HF loggers: none (medsft starts SwanLab itself: `swanlab_mode`)
     logging_nan_inf_filter:bool=False # False: a NaN or inf loss is logged as is (and `LossGuard` reports it)
     include_num_input_tokens_seen:str="non_padding" # count the tokens trained on (summary, throughput)
 
