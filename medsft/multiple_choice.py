@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .data import DEFAULT_SYSTEM_PROMPT, DataError, read_jsonl, shared_dir
-from .inference import _append_to, get_predictor, parse_response
+from .inference import _append_to, _done_rows, get_predictor, parse_response
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc002
 CMMLU_MEDICAL = {"anatomy": "解剖学", "clinical_knowledge": "临床知识",
@@ -209,15 +209,8 @@ def summarize_choices(records:list, # per-question records (`subject`, `correct`
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc029
 def _done_records(out_file, run:str)->dict:
-    ("Records in `out_file` made by the same `run` (weights and settings; a cut last line is ignored), "
-     "by question.")
-    if out_file is None or not Path(out_file).is_file(): return {}
-    done = {}
-    for line in Path(out_file).read_text(encoding="utf-8").splitlines():
-        try: r = json.loads(line)
-        except ValueError: continue
-        if isinstance(r, dict) and r.get("run") == run: done[(r["subject"], r["index"])] = r
-    return done
+    "Records in `out_file` made by the same `run` (weights and settings), by (subject, index)."
+    return {(r["subject"], r["index"]): r for r in _done_rows(out_file, keep=lambda r: r.get("run") == run)}
 
 def _answer_chunk(pred, chunk:list, mode:str, batch_size:int, max_new_tokens:int, run:str)->list:
     "Records for a chunk of (subject, index, row, messages) questions."
