@@ -82,10 +82,8 @@ class TrainConfig(TrainingArguments):
             raise ValueError("nothing to train: set max_steps or num_train_epochs above 0")
         by_need = (self.gradient_checkpointing is None
                    and getattr(self, "activation_checkpointing", None) is None)
-        # a GPU this PyTorch cannot run: the CPU (on a machine without one, use_cpu stays as given, so the
-        # run's train_config.yaml does not pin a later GPU run to the CPU)
-        if not self.use_cpu and torch.cuda.is_available() and pick_device(None, self.dtype)[0] == "cpu":
-            self.use_cpu = True
+        # no usable GPU: the CPU (also for `PartialState`, which needs it for a multi-process CPU run)
+        if not self.use_cpu and pick_device(None, self.dtype)[0] == "cpu": self.use_cpu = True
         if not self.progress: self.disable_tqdm = True
         # resolves an unset checkpointing to False: keep it unset, `prepare_model` decides
         super().__post_init__()
@@ -99,11 +97,13 @@ def _yaml_value(k:str, v):
     return v
 
 def run_config(cfg)->dict: # field -> plain value (YAML/JSON-ready)
-    ("Every init field of `cfg` (a `TrainConfig`) but `overwrite`/`resume`, enums as their values, "
-     "tokens left out, row lists as a count.")
-    # overwrite/resume say what to do with the folder this time, not how to train: a config read back with
-    # --resume must not also say overwrite
-    return {k: _yaml_value(k, v) for k, v in cfg.to_dict().items() if k not in ("overwrite", "resume")}
+    ("Every init field of `cfg` (a `TrainConfig`) but `overwrite`/`resume` (and an implied `use_cpu`), "
+     "enums as their values, tokens left out, row lists as a count.")
+    # overwrite/resume say what to do with the folder this time, not how to train (a config read back with
+    # --resume must not also say overwrite); use_cpu on a machine without a usable GPU is implied, not chosen
+    # (written, it would pin a later GPU run to the CPU)
+    skip = {"overwrite", "resume"} | ({"use_cpu"} if pick_device(None)[0] == "cpu" else set())
+    return {k: _yaml_value(k, v) for k, v in cfg.to_dict().items() if k not in skip}
 
 def write_run_config(cfg, # a `TrainConfig` (or subclass)
                      path, # the YAML file to write
