@@ -37,8 +37,7 @@ class TooLongError(DataError):
 def render_assistant(think:str, # reasoning text, "" for a non-thinking row
                      answer:str, # the answer
                     )->str:
-    ("Assistant text as Qwen3 renders the last turn: `<think>\\n{think}\\n</think>\\n\\n{answer}`, "
-     "or `answer`.")
+    "Assistant text as Qwen3 renders it: `<think>\\n{think}\\n</think>\\n\\n{answer}`, or `answer`."
     think = (think or "").strip("\n")
     return f"<think>\n{think}\n</think>\n\n{answer.lstrip(chr(10))}" if think.strip() else answer
 
@@ -206,8 +205,7 @@ def _detect(keys, columns):
 def normalize_rows(raw:list[dict], # rows with the source's own keys
                    columns:dict|None=None, # {"question": col, "think": col, "answer": col}; skips detection
                   )->list[dict]: # rows with `question`, `think`, `answer` first, other keys kept
-    ("Map rows of a known or given schema to `question`/`think`/`answer`; "
-     "`DataError` listing the columns when unknown.")
+    "Map rows of a known or given schema to `question`/`think`/`answer`; `DataError` listing columns if not."
     if bad := [i for i, r in enumerate(raw) if not isinstance(r, dict)]:
         raise DataError(f"row {bad[0]} is a {type(raw[bad[0]]).__name__}, not an object with named fields")
     keys = list(dict.fromkeys(k for r in raw for k in r))
@@ -223,11 +221,10 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
             question = r["instruction"]  # Alpaca rows with an empty `input`
         if t is None and isinstance(answer, str) and "</think>" in answer:
             think, answer = (parse := parse_assistant(answer))["think"], parse["answer"]
-        extra = {k: v for k, v in r.items() if k not in (q, t, a)}
-        out.append({**extra, "question": None if _missing(question) else question, "think": think,
-                    "answer": None if _missing(answer) else answer})
-    return [{"question": r.pop("question"), "think": r.pop("think"), "answer": r.pop("answer"), **r}
-            for r in out]
+        extra = {k: v for k, v in r.items() if k not in (q, t, a, "question", "think", "answer")}
+        out.append({"question": None if _missing(question) else question, "think": think,
+                    "answer": None if _missing(answer) else answer, **extra})
+    return out
 
 # %% ../nbs/00_data.ipynb #3eb37e19
 _ROLES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant"}
@@ -251,8 +248,7 @@ def _chat(msgs, where:str="")->list[dict]:
     return out
 
 def _think_answer(msg:dict)->tuple[str, str]:
-    ("(think, answer) of an assistant message exactly as Qwen3's template splits and renders it "
-     "(newlines stripped).")
+    "(think, answer) of an assistant message as Qwen3's template splits and renders it (newlines stripped)."
     c = msg["content"]
     if isinstance(msg.get("reasoning_content"), str):
         return msg["reasoning_content"].strip("\n"), c.lstrip("\n")
@@ -261,8 +257,7 @@ def _think_answer(msg:dict)->tuple[str, str]:
     return p["think"], p["answer"]
 
 def _from_chat(r:dict, i:int)->dict:
-    ("A single-turn chat row as `question`/`think`/`answer` (+ `system`); "
-     "`DataError` naming the row otherwise.")
+    "A single-turn chat row as `question`/`think`/`answer` (+ `system`); `DataError` naming the row if not."
     msgs = _chat(r.get("messages", r.get("conversations")), f"row {i}: ")
     if [m["role"] for m in msgs if m["role"] != "system"] != ["user", "assistant"]:
         raise DataError(f"row {i}: {len(msgs)} messages; only a single-turn chat maps to "
@@ -271,7 +266,6 @@ def _from_chat(r:dict, i:int)->dict:
     extra = {k: v for k, v in r.items() if k not in ("messages", "conversations")}
     system = {"system": msgs[0]["content"]} if msgs[0]["role"] == "system" else {}
     return {"question": msgs[-2]["content"], "think": think, "answer": answer, **extra, **system}
-
 
 # %% ../nbs/00_data.ipynb #837f635e
 def cache_dir()->Path: # `$MEDSFT_CACHE`, default `~/.cache/medsft`; created if missing
@@ -298,8 +292,7 @@ def _write_cache(rows:list, path:Path):
     tmp = write_jsonl(rows, path.with_name(path.name + f".tmp{os.getpid()}"))
     meta = {"rows": len(rows), "sha256": hashlib.sha256(tmp.read_bytes()).hexdigest()}
     os.replace(tmp, path)
-    mtmp = path.with_name(path.name + f".meta.tmp{os.getpid()}")
-    mtmp.write_text(json.dumps(meta), encoding="utf-8")
+    mtmp = write_jsonl([meta], path.with_name(path.name + f".meta.tmp{os.getpid()}"))
     os.replace(mtmp, path.with_name(path.name + ".meta.json"))
 
 def _cache_problem(path:Path)->str|None:
@@ -310,7 +303,6 @@ def _cache_problem(path:Path)->str|None:
     except ValueError: return "unreadable .meta.json"
     if hashlib.sha256(path.read_bytes()).hexdigest() != want.get("sha256"):
         return "checksum differs from .meta.json"
-    return None
 
 def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
                     subset_name:str="default", # ModelScope subset, as in the reference
@@ -405,9 +397,8 @@ def summary(self:DataReport)->str:
     "Counts, policies and first row indices, one line per problem."
     lines = [f"rows in: {self.n_in}, kept: {self.n_out}, dropped: {len(self.dropped)}"
              + (f", bad lines skipped: {len(self.bad_lines)}" if self.bad_lines else "")]
-    for k, v in self.problems.items():
-        more = "…" if len(v) > 5 else ""
-        lines.append(f"  {k:<18} {len(v):>5}  {self.policies.get(k, ''):<5} rows {v[:5]}{more}")
+    lines += [f"  {k:<18} {len(v):>5}  {self.policies.get(k, ''):<5} rows {v[:5]}{'…' if len(v) > 5 else ''}"
+              for k, v in self.problems.items()]
     lines += [f"  {k}: {v}" for k, v in self.extra.items()]
     return "\n".join(lines)
 
@@ -427,31 +418,35 @@ DEFAULT_POLICIES = dict(bad_type="drop", missing="drop", empty="drop", think_tag
 _THINK_TAG = re.compile(r"[<＜]\s*[/／]?\s*think\s*[>＞]", re.I)  # <think>, </ think >, full-width ＜／think＞
 _SPECIAL = re.compile(r"<\|[\w-]{1,40}\|>")  # ChatML special tokens such as <|im_end|>, <|endoftext|>
 
+_FIELD_PROBLEMS = ("bad_type", "missing", "empty")  # a field value that cannot be used at all
+
 def _field_problem(v)->str|None:
     "`bad_type`, `missing` or `empty` for a value that must be a non-empty string; None when it is one."
-    if v is None or (isinstance(v, float) and math.isnan(v)): return "missing"
+    if _missing(v): return "missing"
     if not isinstance(v, str): return "bad_type"
     return None if v.strip() else "empty"
 
-def _row_problems(r)->list[str]:
-    "Problems of one normalised row, in the order they are checked."
-    q, t, a = r.get("question"), r.get("think"), r.get("answer")
-    bad_think = "bad_type" if not (t is None or isinstance(t, str)) else None
-    found = {_field_problem(q), _field_problem(a), bad_think}
-    if p := next((p for p in ("bad_type", "missing", "empty") if p in found), None): return [p]
-    texts = (q, t or "", a)  # question and answer are non-empty strings from here on
-    p = [] if (t or "").strip() else ["no_think"]
-    if _THINK_TAG.search(t or "") or _THINK_TAG.search(a): p.append("think_tags")
-    if any(_SPECIAL.search(x) for x in texts): p.append("special_tokens")
-    if any("\\n" in x for x in texts): p.append("literal_newline")
-    return p
+def _field_problems(r)->dict:
+    "Field -> problem: question and answer must be non-empty strings, think a string or None."
+    t = r.get("think")
+    bad = {"question": _field_problem(r.get("question")),
+           "think": None if t is None or isinstance(t, str) else "bad_type",
+           "answer": _field_problem(r.get("answer"))}
+    return {f: p for f, p in bad.items() if p}
 
 def _bad_fields(r)->str:
     "`field=value` of question/think/answer behind a bad_type, missing or empty problem."
-    bad = [(f, v) for f in ("question", "think", "answer")
-           if not isinstance(v := r.get(f), str) or not v.strip()]
-    return ", ".join(f"{f}={v!r:.30}" for f, v in bad
-                     if f != "think" or not (v is None or isinstance(v, str)))
+    return ", ".join(f"{f}={r.get(f)!r:.30}" for f in _field_problems(r))
+
+def _row_problems(r)->list[str]:
+    "Problems of one normalised row, in the order they are checked."
+    if bad := set(_field_problems(r).values()): return [next(p for p in _FIELD_PROBLEMS if p in bad)]
+    q, t, a = r["question"], r.get("think") or "", r["answer"]  # question and answer: non-empty strings
+    p = [] if t.strip() else ["no_think"]
+    if _THINK_TAG.search(t) or _THINK_TAG.search(a): p.append("think_tags")
+    if any(_SPECIAL.search(x) for x in (q, t, a)): p.append("special_tokens")
+    if any("\\n" in x for x in (q, t, a)): p.append("literal_newline")
+    return p
 
 # %% ../nbs/00_data.ipynb #19c8df65
 def _check_max_length(max_length):
@@ -478,15 +473,15 @@ def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
     rep = report or DataReport()
     rep.n_in, rep.policies = len(rows), pol
     found = [_row_problems(r) for r in rows]
+    ok = [i for i, p in enumerate(found) if not (p and p[0] in _FIELD_PROBLEMS)]
     seen, seen_q = set(), set()
-    for i, (r, p) in enumerate(zip(rows, found)):
-        if p[:1] in (["bad_type"], ["missing"], ["empty"]): continue
+    for i in ok:
+        r = rows[i]
         key = (r["question"], r["think"], r["answer"])
-        if key in seen: p.append("duplicate")
-        elif r["question"] in seen_q: p.append("repeated_question")
+        if key in seen: found[i].append("duplicate")
+        elif r["question"] in seen_q: found[i].append("repeated_question")
         seen.add(key); seen_q.add(r["question"])
     if tokenizer is not None:
-        ok = [i for i, p in enumerate(found) if p[:1] not in (["bad_type"], ["missing"], ["empty"])]
         lens = token_lengths([rows[i] for i in ok], tokenizer, system=system)["total"]
         for i, n in zip(ok, lens):
             if n > max_length: found[i].append("too_long")
@@ -498,8 +493,7 @@ def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
     kept = []
     for i, (r, p) in enumerate(zip(rows, found)):
         if drop := [k for k in p if pol[k] == "drop"]:
-            rep.dropped[i] = ", ".join(drop) + (f" ({_bad_fields(r)})"
-                                                if p[0] in ("bad_type", "missing", "empty") else "")
+            rep.dropped[i] = ", ".join(drop) + (f" ({_bad_fields(r)})" if p[0] in _FIELD_PROBLEMS else "")
             continue
         if "literal_newline" in p and pol["literal_newline"] == "fix":
             r = {**r, **{k: r[k].replace("\\n", "\n") for k in ("question", "think", "answer")}}
@@ -517,7 +511,7 @@ def check_rows(rows:list, # rows (dicts) as read from `where`
               )->tuple[list, DataReport]: # (good rows, report: `dropped` maps row index -> reason)
     "Check the fields a command needs before any expensive work; `DataError` naming file:line and field."
     rep = DataReport(n_in=len(rows), source=str(where),
-                     policies={k: "drop" if skip else "fail" for k in ("bad_type", "missing", "empty")})
+                     policies={k: "drop" if skip else "fail" for k in _FIELD_PROBLEMS})
     good = []
     for i, r in enumerate(rows):
         bad = [(f, p) for f in fields if (p := _field_problem(r.get(f) if isinstance(r, dict) else None))]
@@ -537,8 +531,7 @@ def split_indices(n:int, # number of rows
                   val_frac:float=0.1, # share of rows in validation; the reference uses 0.1
                   seed:int=42, # `random.seed` value; the reference uses 42
                  )->tuple[list[int], list[int]]: # (train indices, val indices), in shuffled order
-    ("The reference split as indices: `random.seed(seed)`, `random.shuffle`, "
-     "first `int((1-val_frac)*n)` train.")
+    "The reference split as indices: `random.seed(seed)`, `random.shuffle`, first `int((1-val_frac)*n)` train"
     if not 0 <= val_frac < 1: raise ValueError(f"val_frac must be in [0, 1), got {val_frac}")
     idx = list(range(n))
     random.seed(seed); random.shuffle(idx)
@@ -607,8 +600,7 @@ def _chat_ids(tokenizer, convs:list[list[dict]], **kw)->list[list[int]]:
     return [[int(t) for t in ids] for ids in out]
 
 def _assemble(full:list[int], prompt:list[int], tokenizer)->tuple[list[int], list[int]]:
-    ("`(input_ids, labels)` from the full and prompt renders: prefix check, trailing newline dropped, "
-     "one terminator.")
+    "`(input_ids, labels)` from full and prompt renders: prefix checked, trailing newline dropped, one eos."
     end = tokenizer.eos_token_id
     if full[:len(prompt)] != prompt:
         raise DataError("the chat template's prompt render is not a prefix of the full render; "
@@ -629,8 +621,8 @@ def _parse(row_or_messages, system)->list[dict]:
     if isinstance(x, dict) and ("messages" in x or "conversations" in x):
         x = x.get("messages", x.get("conversations"))
     if isinstance(x, dict):
-        if (p := _row_problems(x)[0:1]) and p[0] in ("bad_type", "missing", "empty"):
-            raise DataError(f"row has {p[0]} fields: {_bad_fields(x)}")
+        if _field_problems(x):
+            raise DataError(f"row has {_row_problems(x)[0]} fields: {_bad_fields(x)}")
         if tags := [f for f in ("think", "answer") for t in ("<think>", "</think>") if t in (x.get(f) or "")]:
             raise DataError(f"think tags inside the {tags[0]} field; "
                             "the chat template would split the text there")
@@ -648,18 +640,15 @@ def _check_text(msgs, tokenizer):
         raise DataError("think tags inside the think or the answer; "
                         "the chat template would drop the text around them")
 
-def _with_think(msgs, think, answer):
-    last = {k: v for k, v in msgs[-1].items() if k != "reasoning_content"}
-    return msgs[:-1] + [{**last, "content": render_assistant(think, answer)}]
-
 # %% ../nbs/00_data.ipynb #73bea82a
 def _fit_think(msgs, tokenizer, max_length, kw):
-    ("Messages whose last think is the longest prefix that fits; "
-     "`TooLongError` when even no think does not fit.")
+    "Messages whose last think is the longest prefix that fits; `TooLongError` when even no think fits."
     think, answer = _think_answer(msgs[-1])
     prompt = _chat_ids(tokenizer, [msgs[:-1]], add_generation_prompt=True, **kw)[0]
+    last = {k: v for k, v in msgs[-1].items() if k != "reasoning_content"}
     def ids(k):
-        return _assemble(_chat_ids(tokenizer, [_with_think(msgs, think[:k], answer)])[0], prompt, tokenizer)
+        conv = msgs[:-1] + [{**last, "content": render_assistant(think[:k], answer)}]
+        return _assemble(_chat_ids(tokenizer, [conv])[0], prompt, tokenizer)
     best = ids(0)
     if len(best[0]) > max_length:
         raise TooLongError(f"{len(best[0])} tokens with the think removed > max_length {max_length}")
@@ -694,11 +683,10 @@ def _tokenize(msgs, tokenizer, max_length, truncation, empty_think, full=None, p
     input_ids, labels = _assemble(full, prompt, tokenizer)
     action = None
     if max_length and len(input_ids) > max_length:
-        if truncation == "drop": raise TooLongError(f"{len(input_ids)} tokens > max_length {max_length}")
+        if truncation == "drop" or (truncation == "think" and not thinking):
+            raise TooLongError(f"{len(input_ids)} tokens > max_length {max_length}"
+                               + (" and no think to shorten" if truncation == "think" else ""))
         if truncation == "think":
-            if not thinking:
-                raise TooLongError(f"{len(input_ids)} tokens > max_length {max_length} "
-                                   "and no think to shorten")
             input_ids, labels = _fit_think(msgs, tokenizer, max_length, kw); action = "think"
         else:
             warnings.warn("truncation='right' cuts the answer and the terminator "
@@ -715,8 +703,7 @@ def tokenize_sft(row_or_messages, # normalised row, list of chat messages, or {"
                  empty_think:str="label", # non-thinking rows: empty think block in "label" or in "prompt"
                  system:str|None=DEFAULT_SYSTEM_PROMPT, # system prompt for row dicts
                 )->dict: # input_ids, attention_mask, labels (lists of int, -100 on prompt tokens)
-    ("Tokenize one conversation with the chat template; "
-     "labels supervise the last assistant turn and its `<|im_end|>`.")
+    "Tokenize one conversation by the chat template; labels: the last assistant turn and its `<|im_end|>`."
     return _tokenize(_parse(row_or_messages, system), tokenizer, max_length, truncation, empty_think)[0]
 
 # %% ../nbs/00_data.ipynb #b3868ef4
@@ -771,7 +758,6 @@ def tokenize_rows(rows:list, # normalised rows, message lists or {"messages": [.
         warnings.warn(f"truncation='right' cut {len(rep.problems['truncated_right'])} rows: "
                       "they lose their terminator")
     rep.n_out = len(examples)
-    rep.kept.sort()
     assert rep.n_in == rep.n_out + len(rep.dropped)
     return examples, rep
 
@@ -817,13 +803,10 @@ def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", l
                                                                     "max_length", "system"))
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise DataError(f"cannot create out_dir {out}: {e.strerror or e}") from None
-    files = {}
-    for name, part in (("train", train), ("val", val)):
-        files[name] = write_jsonl(part, out/f"{name}.jsonl")
-        files[f"{name}_format"] = write_jsonl([format_row(r, system) for r in part],
-                                              out/f"{name}_format.jsonl")
-        files[f"{name}_messages"] = write_jsonl([{"messages": to_messages(r, system)} for r in part],
-                                                out/f"{name}_messages.jsonl")
+    forms = {"": lambda r: r, "_format": lambda r: format_row(r, system),
+             "_messages": lambda r: {"messages": to_messages(r, system)}}
+    files = {name + k: write_jsonl([form(r) for r in part], out/f"{name}{k}.jsonl")
+             for name, part in (("train", train), ("val", val)) for k, form in forms.items()}
     files["split_index"] = write_jsonl([{"split": s, "split_pos": p, "orig_pos": i} for s, idx in
                                         zip(("train", "val"), split_indices(rep.n_in, val_frac, seed))
                                         for p, i in enumerate(idx)], out/"split_index.jsonl")
