@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #4f3ef04e
 from __future__ import annotations
-import codecs, csv, hashlib, inspect, io, json, math, os, random, re, socket, threading, warnings
+import codecs, csv, hashlib, inspect, io, itertools, json, math, os, random, re, socket, threading, warnings
 from dataclasses import dataclass, field, asdict
 from importlib import resources
 from pathlib import Path
@@ -78,9 +78,9 @@ def register_shared_magic():
     register_cell_magic(shared)
 
 # %% ../nbs/00_data.ipynb #94c78fec
-def _decode(path, data:bytes, encoding:str="utf-8")->str:
-    "Decode `data` read from `path`; `DataError` naming the file and byte offset when it is not valid."
-    start = 0
+def _read_text(path:Path, encoding:str="utf-8")->str:
+    "The text of `path`; `DataError` naming the file and byte offset when it is not valid `encoding`."
+    data, start = path.read_bytes(), 0
     if encoding.lower().replace("_", "-") in ("utf-8", "utf8") and data.startswith(codecs.BOM_UTF8): start = 3
     try: return data[start:].decode(encoding)
     except LookupError: raise DataError(f"unknown encoding {encoding!r}") from None
@@ -99,7 +99,7 @@ def read_jsonl(path, # a `.jsonl` file, one JSON object per line
     "Read a JSON-lines file; `DataError` naming `file:line` for a line that is not a JSON object."
     path = Path(path)
     rows, lines = [], []
-    for n, line in enumerate(_decode(path, path.read_bytes(), encoding).split("\n"), 1):
+    for n, line in enumerate(_read_text(path, encoding).split("\n"), 1):
         if not line.strip(): continue
         try:
             row = json.loads(line)
@@ -135,7 +135,7 @@ def _data_files(path:Path)->list[Path]:
 
 def _read_json(path, encoding, skip_bad_lines, bad_lines):
     "A `.json` file, or a `.jsonl` file holding one JSON array."
-    text = _decode(path, path.read_bytes(), encoding)
+    text = _read_text(path, encoding)
     if path.suffix == ".jsonl" and not text.lstrip().startswith("["):
         return read_jsonl(path, encoding, skip_bad_lines, bad_lines)
     if not text.strip(): return []
@@ -153,7 +153,7 @@ def _read_json(path, encoding, skip_bad_lines, bad_lines):
     return obj
 
 def _read_csv(path, encoding):
-    reader = csv.DictReader(io.StringIO(_decode(path, Path(path).read_bytes(), encoding), newline=""))
+    reader = csv.DictReader(io.StringIO(_read_text(path, encoding), newline=""))
     try: rows = [dict(r) for r in reader]
     except csv.Error as e: raise DataError(f"{path}:{reader.line_num}: bad CSV ({e})") from None
     # DictReader files extra cells under the key None: a row that does not fit its header is an error
@@ -712,12 +712,11 @@ def label_spans(example:dict, # `input_ids` and `labels`, as from `tokenize_sft`
                )->pd.DataFrame: # one row per run: `labels` ("-100" or "trained"), `tokens` (count), `text`
     "Consecutive runs of ignored and supervised tokens of one example, decoded."
     runs, start = [], 0
-    labels = example["labels"]
-    for i in range(1, len(labels) + 1):
-        if i == len(labels) or (labels[i] == -100) != (labels[start] == -100):
-            text = tokenizer.decode(example["input_ids"][start:i])
-            runs.append(("-100" if labels[start] == -100 else "trained", i - start, text))
-            start = i
+    for trained, run in itertools.groupby(example["labels"], key=lambda l: l != -100):
+        n = len(list(run))
+        text = tokenizer.decode(example["input_ids"][start:start + n])
+        runs.append(("trained" if trained else "-100", n, text))
+        start += n
     return pd.DataFrame(runs, columns=["labels", "tokens", "text"])
 
 # %% ../nbs/00_data.ipynb #431860e5
