@@ -299,9 +299,9 @@ def _cache_problem(path:Path)->str|None:
     "Why the cached rows at `path` cannot be trusted (no or mismatching `.meta.json`), or None."
     meta = path.with_name(path.name + ".meta.json")
     if not meta.exists(): return "no .meta.json: the download was interrupted"
-    try: want = json.loads(meta.read_text(encoding="utf-8"))
-    except ValueError: return "unreadable .meta.json"
-    if hashlib.sha256(path.read_bytes()).hexdigest() != want.get("sha256"):
+    try: want = json.loads(meta.read_text(encoding="utf-8"))["sha256"]
+    except (ValueError, TypeError, KeyError): return "unreadable .meta.json"
+    if hashlib.sha256(path.read_bytes()).hexdigest() != want:
         return "checksum differs from .meta.json"
 
 def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
@@ -477,7 +477,7 @@ def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
     seen, seen_q = set(), set()
     for i in ok:
         r = rows[i]
-        key = (r["question"], r["think"], r["answer"])
+        key = (r["question"], r.get("think") or "", r["answer"])
         if key in seen: found[i].append("duplicate")
         elif r["question"] in seen_q: found[i].append("repeated_question")
         seen.add(key); seen_q.add(r["question"])
@@ -496,7 +496,8 @@ def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
             rep.dropped[i] = ", ".join(drop) + (f" ({_bad_fields(r)})" if p[0] in _FIELD_PROBLEMS else "")
             continue
         if "literal_newline" in p and pol["literal_newline"] == "fix":
-            r = {**r, **{k: r[k].replace("\\n", "\n") for k in ("question", "think", "answer")}}
+            r = r | {k: r[k].replace("\\n", "\n") for k in ("question", "think", "answer")
+                     if isinstance(r.get(k), str)}
         kept.append(r); rep.kept.append(i)
     rep.n_out = len(kept)
     assert rep.n_in == rep.n_out + len(rep.dropped)
@@ -514,15 +515,16 @@ def check_rows(rows:list, # rows (dicts) as read from `where`
                      policies={k: "drop" if skip else "fail" for k in _FIELD_PROBLEMS})
     good = []
     for i, r in enumerate(rows):
-        bad = [(f, p) for f in fields if (p := _field_problem(r.get(f) if isinstance(r, dict) else None))]
+        shown = r if isinstance(r, dict) else dict.fromkeys(fields, r)  # a non-object row: every field
+        bad = [(f, p) for f in fields if (p := _field_problem(r.get(f) if shown is r else None))]
         if not bad: good.append(r); rep.kept.append(i); continue
-        (f, p), v = bad[0], r.get(bad[0][0]) if isinstance(r, dict) else r
+        (f, p), v = bad[0], shown.get(bad[0][0])
         if not skip:
             at = f"{where}:{lines[i]}" if lines else f"{where} row {i + 1}"
             raise DataError(f"{at}: {p}: field {f!r} is {type(v).__name__} {v!r:.30}, expected a non-empty "
                             f"string; fix the row or skip bad rows")
         rep.add(p, i)
-        rep.dropped[i] = f"{p} ({', '.join(f'{f}={r.get(f)!r:.30}' for f, _ in bad)})"
+        rep.dropped[i] = f"{p} ({', '.join(f'{f}={shown.get(f)!r:.30}' for f, _ in bad)})"
     rep.n_out = len(good)
     return good, rep
 
@@ -732,8 +734,9 @@ def tokenize_rows(rows:list, # normalised rows, message lists or {"messages": [.
     rep = DataReport(n_in=len(rows), policies={"truncation": truncation, "empty_think": empty_think})
     msgs = {}
     for i, r in enumerate(rows):
-        try: msgs[i] = _parse(r, system); _check_text(msgs[i], tokenizer)
+        try: _check_text(m := _parse(r, system), tokenizer)
         except DataError as e: rep.dropped[i] = f"bad_row: {e}"; rep.add("bad_row", i)
+        else: msgs[i] = m
     ids = list(msgs)
     full = dict(zip(ids, _chat_ids(tokenizer, [msgs[i] for i in ids])))
     prompt = {}
