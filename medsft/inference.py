@@ -372,12 +372,18 @@ def _question_key(row:dict)->str:
     "What identifies a row's question in an output file: its question field's value, as JSON."
     return _dumps(row.get(_question_field(row)), sort_keys=True)
 
+def _drop_cut_line(path:Path):
+    "Remove a last line cut short by an interrupted run (maybe inside a character): whole lines end in \\n."
+    if path.is_file() and (data := path.read_bytes()) and not data.endswith(b"\n"):
+        path.write_bytes(data[:data.rfind(b"\n") + 1])
+
 def _done_rows(path, # an output JSONL file; missing: nothing done
                keep=None, # predicate on a row: only matching rows count as done
-              )->list: # the complete rows (a last line cut by an interruption is ignored)
+              )->list: # the complete rows (a last line cut by an interruption is removed from the file)
     "Rows already written to an output file by an earlier run."
-    rows = read_jsonl(path, skip_bad_lines=True) if path is not None and Path(path).is_file() else []
-    return [r for r in rows if keep is None or keep(r)]
+    if path is None or not Path(path).is_file(): return []
+    _drop_cut_line(Path(path))
+    return [r for r in read_jsonl(path, skip_bad_lines=True) if keep is None or keep(r)]
 
 def _match_done(rows:list, done:list)->tuple:
     "(indices of `rows` still to answer, {index: done row}); matched by question, duplicates counted."
@@ -399,8 +405,7 @@ def _append_to(path)->TextIO:
     "Open `path` for appending whole lines (a cut last line from an interrupted run is removed first)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file() and (data := path.read_bytes()) and not data.endswith(b"\n"):
-        path.write_bytes(data[:data.rfind(b"\n") + 1])
+    _drop_cut_line(path)
     return open(path, "a", encoding="utf-8", newline="\n")
 
 # %% ../nbs/04_inference.ipynb #ac1014c5
