@@ -8,7 +8,7 @@ __all__ = ['DEFAULT_CHECKPOINT', 'SAMPLING', 'MAX_CACHED_PREDICTORS', 'checkpoin
            'bleu4', 'evaluate', 'plot_eval', 'ChatBox', 'medsft_predict', 'format_summary', 'medsft_eval']
 
 # %% ../nbs/04_inference.ipynb #288d9e6c
-import hashlib, json, logging, sys, threading, time
+import contextlib, hashlib, json, logging, sys, threading, time
 from collections import OrderedDict
 from pathlib import Path
 from typing import TextIO
@@ -39,10 +39,9 @@ def checkpoint_state(checkpoint, # a model folder (or `TINY`, a ModelScope id: r
     if not path.is_dir(): return str(checkpoint)
     sig = [(f.name, (st := f.stat()).st_size, st.st_mtime_ns)
            for f in sorted(f for pat in _STATE_FILES for f in path.glob(pat) if f.is_file())]
-    if (path / "adapter_config.json").is_file():
-        base = (json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
-                .get("base_model_name_or_path"))
-        if base and Path(base).is_dir(): sig.append(("base", checkpoint_state(base)))
+    adapter = path / "adapter_config.json"
+    base = adapter.is_file() and json.loads(adapter.read_text("utf-8")).get("base_model_name_or_path")
+    if base and Path(base).is_dir(): sig.append(("base", checkpoint_state(base)))
     return hashlib.sha256(repr(sig).encode()).hexdigest()[:16]
 
 # %% ../nbs/04_inference.ipynb #e265d0e0
@@ -98,11 +97,11 @@ class Predictor:
             raise ValueError(f"{self.checkpoint}: the tokenizer has no chat template (chat_template.jinja)")
         eos = self.model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
-        self.eos_token_id = list(dict.fromkeys(eos + [i for i in [self.tokenizer.eos_token_id]
-                                                      if i is not None])) or [IM_END_ID]
+        self.eos_token_id = [i for i in dict.fromkeys(eos + [self.tokenizer.eos_token_id])
+                             if i is not None] or [IM_END_ID]
         self.pad_token_id = (self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
                              else self.eos_token_id[0])
-        self.last_stream = None  # `new_tokens`, `stopped` and `seconds` of the latest `stream`
+        self.last_stream = None  # `text`, `new_tokens`, `stopped` and `seconds` of the latest `stream`
 
     def __repr__(self):
         return f"Predictor({self.checkpoint!r}, device={self.model.device}, dtype={self.model.dtype})"
@@ -241,15 +240,17 @@ def stream(self:Predictor,
                 self.model.generate(**enc, generation_config=config, streamer=streamer,
                                     stopping_criteria=stopping, **kwargs)
         except BaseException as e: errors.append(e); streamer.end()
-    t0, thread = time.perf_counter(), threading.Thread(target=work, daemon=True)
+    t0, thread, text = time.perf_counter(), threading.Thread(target=work, daemon=True), ""
     thread.start()
     try:
         for piece in streamer:
-            if piece: yield piece
+            if piece:
+                text += piece
+                yield piece
     finally:
         cancel.event.set()
         thread.join()
-        self.last_stream = dict(new_tokens=streamer.new_tokens, stopped=streamer.stopped,
+        self.last_stream = dict(text=text, new_tokens=streamer.new_tokens, stopped=streamer.stopped,
                                 seconds=time.perf_counter() - t0)
     if errors: raise errors[0]
 
@@ -350,8 +351,8 @@ def rouge_l(hypothesis:str, # generated answer
            )->float: # F1 in [0, 1]; 0 when either side is empty
     "ROUGE-L F1 over `jieba` words: the longest common subsequence against both lengths."
     h, r = _words(hypothesis), _words(reference)
-    lcs = lcs_length(h, r) if h and r else 0
-    return 0.0 if lcs == 0 else 2 * lcs / (len(h) + len(r))
+    lcs = lcs_length(h, r)
+    return 2 * lcs / (len(h) + len(r)) if lcs else 0.0
 
 def bleu4(hypotheses:list, # generated answers
           references:list, # gold answers, one per hypothesis
@@ -363,22 +364,26 @@ def bleu4(hypotheses:list, # generated answers
 def _dumps(obj, **kwargs)->str: # the CLIs' `json` flag hides `json`
     return json.dumps(obj, ensure_ascii=False, **kwargs)
 
+def _question_field(row:dict)->str:
+    "The field holding a row's question: `messages`, `question` or `input`, the first present."
+    return next((k for k in ("messages", "question", "input") if k in row), "question")
+
 def _question_key(row:dict)->str:
-    "What identifies a row's question in an output file: its `messages`, `question` or `input`, as JSON."
-    k = next((k for k in ("messages", "question", "input") if k in row), None)
-    return json.dumps(row.get(k), ensure_ascii=False, sort_keys=True)
+    "What identifies a row's question in an output file: its question field's value, as JSON."
+    return _dumps(row.get(_question_field(row)), sort_keys=True)
+
+def _drop_cut_line(path:Path):
+    "Remove a last line cut short by an interrupted run (maybe inside a character): whole lines end in \\n."
+    if path.is_file() and (data := path.read_bytes()) and not data.endswith(b"\n"):
+        path.write_bytes(data[:data.rfind(b"\n") + 1])
 
 def _done_rows(path, # an output JSONL file; missing: nothing done
                keep=None, # predicate on a row: only matching rows count as done
-              )->list: # the complete rows (a last line cut by an interruption is ignored)
+              )->list: # the complete rows (a last line cut by an interruption is removed from the file)
     "Rows already written to an output file by an earlier run."
     if path is None or not Path(path).is_file(): return []
-    rows = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try: r = json.loads(line)
-        except ValueError: continue
-        if isinstance(r, dict) and (keep is None or keep(r)): rows.append(r)
-    return rows
+    _drop_cut_line(Path(path))
+    return [r for r in read_jsonl(path, skip_bad_lines=True) if keep is None or keep(r)]
 
 def _match_done(rows:list, done:list)->tuple:
     "(indices of `rows` still to answer, {index: done row}); matched by question, duplicates counted."
@@ -390,12 +395,17 @@ def _match_done(rows:list, done:list)->tuple:
         else: todo.append(i)
     return todo, matched
 
+def _generate_todo(pred:Predictor, questions:list, todo:list, batch_size:int, settings:dict):
+    "`(index, record)` for the `todo` indices of `questions`, generated four batches per `generate` call."
+    for start in range(0, len(todo), 4 * batch_size):
+        idx = todo[start:start + 4 * batch_size]
+        yield from zip(idx, pred.generate([questions[i] for i in idx], batch_size=batch_size, **settings))
+
 def _append_to(path)->TextIO:
     "Open `path` for appending whole lines (a cut last line from an interrupted run is removed first)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file() and (data := path.read_bytes()) and not data.endswith(b"\n"):
-        path.write_bytes(data[:data.rfind(b"\n") + 1])
+    _drop_cut_line(path)
     return open(path, "a", encoding="utf-8", newline="\n")
 
 # %% ../nbs/04_inference.ipynb #ac1014c5
@@ -420,9 +430,9 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
     read = DataReport()  # unparsable lines, skipped only with `skip_bad_rows`
     rows = load_rows(val_file, skip_bad_lines=skip_bad_rows, report=read)[:n]
     lines = (read_jsonl(val_file, with_lines=True, skip_bad_lines=skip_bad_rows)[1][:n]
-             if str(val_file).endswith(".jsonl") else None)
-    rows, report = check_rows(rows, ("question", "answer"), where=str(val_file),
-                              lines=lines if lines and len(lines) == len(rows) else None, skip=skip_bad_rows)
+             if str(val_file).endswith(".jsonl") else [])
+    lines = lines if len(lines) == len(rows) else []  # []: not one JSON object per line, so no line numbers
+    rows, report = check_rows(rows, ("question", "answer"), str(val_file), lines, skip=skip_bad_rows)
     if not rows: raise DataError(f"{val_file}: no rows to evaluate")
     pred = get_predictor(checkpoint, device, dtype, base)
     out_dir = Path(out_dir) if out_dir is not None else Path("eval") / (Path(pred.checkpoint).name or "model")
@@ -436,19 +446,14 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
     done = _done_rows(path)
     if any(d.get("run") != run for d in done): path.unlink(); done = []  # another model or other settings
     todo, matched = _match_done(rows, done)
-    t0, tokens, step = time.perf_counter(), 0, 4 * batch_size
+    t0 = time.perf_counter()
     with _append_to(path) as f:
-        for start in range(0, len(todo), step):
-            idx = todo[start:start + step]
-            recs = pred.generate([rows[i]["question"] for i in idx], batch_size=batch_size, **settings)
-            for i, rec in zip(idx, recs):
-                hyp = rec["answer"] if rec["finished"] else ""  # unfinished: scored as an empty answer
-                matched[i] = dict(question=rows[i]["question"], gold_answer=rows[i]["answer"], **rec,
-                                  rouge_l=round(100 * rouge_l(hyp, rows[i]["answer"]), 2), run=run)
-                f.write(_dumps(matched[i]) + "\n")
-                tokens += rec["new_tokens"]
-            f.flush()
-    seconds = time.perf_counter() - t0
+        for i, rec in _generate_todo(pred, [r["question"] for r in rows], todo, batch_size, settings):
+            hyp = rec["answer"] if rec["finished"] else ""  # unfinished: scored as an empty answer
+            matched[i] = dict(question=rows[i]["question"], gold_answer=rows[i]["answer"], **rec,
+                              rouge_l=round(100 * rouge_l(hyp, rows[i]["answer"]), 2), run=run)
+            print(_dumps(matched[i]), file=f, flush=True)
+    seconds, tokens = time.perf_counter() - t0, sum(matched[i]["new_tokens"] for i in todo)
     records = [matched[i] for i in range(len(rows))]
     hyps = [r["answer"] if r["finished"] else "" for r in records]
     summary = dict(checkpoint=pred.checkpoint, val_file=str(val_file), n=len(rows),
@@ -461,12 +466,11 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
                    seconds=round(seconds, 1), max_new_tokens=max_new_tokens, batch_size=batch_size,
                    enable_thinking=enable_thinking, do_sample=do_sample, seed=seed,
                    **{k: v for k, v in kwargs.items() if isinstance(v, (int, float, str))},
-                   skipped={f"{val_file}:{lines[i]}" if lines and len(lines) == report.n_in
-                            else f"row {i + 1}": why for i, why in report.dropped.items()}
+                   skipped={f"{val_file}:{lines[i]}" if lines else f"row {i + 1}": why
+                            for i, why in report.dropped.items()}
                            | {b: "not a JSON object" for b in read.bad_lines},
                    device=str(pred.model.device), dtype=str(pred.model.dtype).replace("torch.", ""))
-    (out_dir / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n",
-                                          encoding="utf-8")
+    (out_dir / "summary.json").write_text(_dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
 # %% ../nbs/04_inference.ipynb #fc169706
@@ -478,8 +482,8 @@ def plot_eval(summaries:dict, # name -> an `evaluate` summary
     keys = {"rouge_l": "ROUGE-L", "bleu4": "BLEU-4", "finished": "finished %", "with_think": "with think %"}
     fig = Figure(figsize=(6, 3), dpi=80)
     ax, width = fig.add_subplot(), 0.8 / len(summaries)
+    scale = lambda k: 100 if k in ("finished", "with_think") else 1  # shares to percent; scores are 0-100
     for j, (name, s) in enumerate(summaries.items()):
-        scale = lambda k: 100 if k in ("finished", "with_think") else 1  # shares to percent; scores are 0-100
         ax.bar([i + j * width for i in range(len(keys))], [s[k] * scale(k) for k in keys], width, label=name)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], list(keys.values()))
     ax.set(ylim=(0, 105), ylabel="score or percent")
@@ -511,12 +515,8 @@ class ChatBox:
         if question is not None: self.question.value = question
         self.think.value = self.answer.value = self.status.value = ""
         self.button.disabled = True
-        pieces = []
-        def tee():
-            for piece in self.predictor.stream(self.question.value, **self.kwargs):
-                pieces.append(piece); yield piece
         try:
-            for part, piece in stream_parts(tee()):
+            for part, piece in stream_parts(self.predictor.stream(self.question.value, **self.kwargs)):
                 box = self.think if part == "think" else self.answer
                 box.value = "" if piece is None else box.value + piece
         except ValueError as e:
@@ -526,7 +526,7 @@ class ChatBox:
         st = self.predictor.last_stream
         self.status.value = (f"{st['new_tokens']} new tokens, "
                              + ("stopped on the terminator" if st["stopped"] else "cut by max_new_tokens"))
-        return parse_response("".join(pieces), stopped=st["stopped"])
+        return parse_response(st["text"], stopped=st["stopped"])
 
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
 
@@ -536,13 +536,13 @@ def _file_questions(file, system:str, skip:bool)->tuple:
      "bad rows raise or are skipped.")
     bad = []  # unparsable lines, skipped only with `skip`
     rows, lines = read_jsonl(file, with_lines=True, skip_bad_lines=skip, bad_lines=bad)
-    field = lambda r: next((k for k in ("messages", "question", "input") if k in r), "question")
-    proxies = [dict(question="messages" if field(r) == "messages" else r.get(field(r))) for r in rows]
+    field = [_question_field(r) for r in rows]
+    proxies = [dict(question="messages" if f == "messages" else r.get(f)) for r, f in zip(rows, field)]
     _, report = check_rows(proxies, ("question",), where=str(file), lines=lines, skip=skip)
     keep, dropped = [], {lines[i]: why for i, why in report.dropped.items()}
     dropped |= {int(b.rsplit(":", 1)[1]): "not a JSON object" for b in bad}
     for i in report.kept:
-        try: chat_messages(rows[i][field(rows[i])], system); keep.append(i)
+        try: chat_messages(rows[i][field[i]], system); keep.append(i)
         except ValueError as e:
             if not skip: raise DataError(f"{file}:{lines[i]}: {e}") from None
             dropped[lines[i]] = str(e)
@@ -550,7 +550,7 @@ def _file_questions(file, system:str, skip:bool)->tuple:
         print(f"note: skipped {len(dropped)} of {len(rows) + len(bad)} rows without a usable question: "
               + "; ".join(f"{file}:{n}: {why}" for n, why in sorted(dropped.items())), file=sys.stderr)
     if not keep: raise DataError(f"{file}: no rows with a question to answer")
-    return [rows[i] for i in keep], [rows[i][field(rows[i])] for i in keep]
+    return [rows[i] for i in keep], [rows[i][field[i]] for i in keep]
 
 @command(short=dict(input="-i", checkpoint="-c", max_new_tokens="-m", file="-f", output="-o"))
 def medsft_predict(input:str=None, # the question to answer
@@ -581,7 +581,6 @@ def medsft_predict(input:str=None, # the question to answer
     if stream and (file or json):
         raise ValueError("--stream prints one question's text: use it without --file and --json")
     if input is not None: chat_messages(input)  # an empty question fails before the model loads
-    rows = None
     if file is not None:
         rows, questions = _file_questions(file, system, skip_bad_rows)
         done = _done_rows(output) if output else []
@@ -602,26 +601,17 @@ def medsft_predict(input:str=None, # the question to answer
                                     f"or try the demo model with -c {TINY}") from None
         raise
     if stream:
-        pieces = []
-        for piece in pred.stream(input, **settings):
-            print(piece, end="", flush=True)
-            pieces.append(piece)
+        for piece in pred.stream(input, **settings): print(piece, end="", flush=True)
         print()
-        record = parse_response("".join(pieces), stopped=pred.last_stream["stopped"])
-        record["stopped"] = pred.last_stream["stopped"]
-    elif rows is not None:
-        out, unfinished, cut = _append_to(output) if output else sys.stdout, 0, 0
-        try:
-            for start in range(0, len(todo), 4 * batch_size):  # written and flushed every 4 batches
-                idx = todo[start:start + 4 * batch_size]
-                for i, rec in zip(idx, pred.generate([questions[i] for i in idx], batch_size=batch_size,
-                                                     **settings)):
-                    out.write(_dumps({**{f"gold_{k}" if k in rec else k: v for k, v in rows[i].items()},
-                                      **rec}) + "\n")
-                    unfinished, cut = unfinished + (not rec["finished"]), cut + (not rec["stopped"])
-                out.flush()
-        finally:
-            if output: out.close()
+        st = pred.last_stream
+        record = dict(parse_response(st["text"], stopped=st["stopped"]), stopped=st["stopped"])
+    elif file is not None:
+        unfinished = cut = 0
+        with _append_to(output) if output else contextlib.nullcontext(sys.stdout) as out:
+            for i, rec in _generate_todo(pred, questions, todo, batch_size, settings):
+                print(_dumps({**{f"gold_{k}" if k in rec else k: v for k, v in rows[i].items()}, **rec}),
+                      file=out, flush=True)
+                unfinished, cut = unfinished + (not rec["finished"]), cut + (not rec["stopped"])
         if unfinished:
             print(f"note: {unfinished} of {len(todo)} outputs unfinished: {cut} hit max_new_tokens "
                   f"(raise -m), {unfinished - cut} ended before their think block closed", file=sys.stderr)
