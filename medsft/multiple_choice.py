@@ -203,9 +203,8 @@ def summarize_choices(records:list, # per-question records (`subject`, `correct`
     return dict(subjects={s: stats(rs) for s, rs in subjects.items()}, overall=stats(records))
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc030
-def _answer_chunk(pred, chunk:list, mode:str, batch_size:int, max_new_tokens:int, run:str)->list:
-    "Records for a chunk of (subject, index, row, messages) questions."
-    letters = "".join(chunk[0][2]["options"])
+def _answer_chunk(pred, chunk:list, letters:str, mode:str, batch_size:int, max_new_tokens:int, run:str)->list:
+    "Records for a chunk of (subject, index, row, messages) questions whose options are `letters`."
     if mode == "loglik":
         scores = score_choices(pred, [c[3] for c in chunk], letters, batch_size)
         outs = [dict(prediction=letters[int(s.argmax())], status="ok", scores=[round(float(x), 4) for x in s])
@@ -257,7 +256,7 @@ def evaluate_choices(checkpoint, # folder, `checkpoint-N`, adapter, `TINY`, `Pre
             chunk = todo[start:start + step]
             for letters in dict.fromkeys("".join(c[2]["options"]) for c in chunk):
                 part = [c for c in chunk if "".join(c[2]["options"]) == letters]
-                for r in _answer_chunk(pred, part, mode, batch_size, max_new_tokens, run):
+                for r in _answer_chunk(pred, part, letters, mode, batch_size, max_new_tokens, run):
                     done[(r["subject"], r["index"])] = r
                     if f: f.write(json.dumps(r, ensure_ascii=False) + "\n")
             if f: f.flush()
@@ -317,11 +316,6 @@ def format_choices(results:list, # `evaluate_choices` results, one per checkpoin
     return "\n".join(lines)
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc043
-def _records_file(out_dir, checkpoint:str, benchmark, mode:str, shots:int)->Path:
-    "Where a checkpoint's records for one benchmark setting go."
-    name = Path(str(checkpoint).rstrip("/")).name or "model"
-    return Path(out_dir) / name / f"{Path(str(benchmark)).stem}-{mode}-{shots}shot.jsonl"
-
 def benchmark_report(checkpoints:list, # one or two checkpoints (second: e.g. the fine-tuned one)
                      benchmark:str="cmmlu-medical", # as for `evaluate_choices`
                      out_dir="eval", # records: `out_dir/<checkpoint name>/<benchmark>-<mode>-<k>shot.jsonl`
@@ -334,9 +328,10 @@ def benchmark_report(checkpoints:list, # one or two checkpoints (second: e.g. th
     if (mode := kwargs.get("mode", "loglik")) not in ("loglik", "think"):  # before any loading
         raise ValueError(f"mode must be 'loglik' or 'think', not {mode!r}")
     bench = load_benchmark(benchmark, kwargs.pop("data_dir", None), kwargs.pop("columns", None))
+    file_name = f"{Path(str(benchmark)).stem}-{mode}-{kwargs.get('shots', 0)}shot.jsonl"
     runs = []
-    for c in checkpoints:  # `evaluate_choices` makes the record file's folder
-        out_file = _records_file(out_dir, c, benchmark, mode, kwargs.get("shots", 0))
+    for c in checkpoints:  # `evaluate_choices` makes the records file's folder
+        out_file = Path(out_dir) / (Path(str(c).rstrip("/")).name or "model") / file_name
         runs.append(dict(evaluate_choices(c, bench, out_file=out_file, progress=not as_json, **kwargs),
                          benchmark=str(benchmark)))
     cmp = compare_choices(*runs) if len(runs) == 2 else None
