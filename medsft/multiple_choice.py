@@ -38,9 +38,10 @@ def _choice_row(r:dict, cols:dict, where:str)->dict:
     if not q: raise DataError(f"{where}: field {cols['question']!r} is empty or not text")
     if "options" in cols:
         opts = get("options")
-        if isinstance(opts, list): opts = dict(zip("ABCDEFGHIJ", opts))
+        if isinstance(opts, list) and len(opts) <= 10: opts = dict(zip("ABCDEFGHIJ", opts))
         if not isinstance(opts, dict) or len(opts) < 2:
-            raise DataError(f"{where}: field {cols['options']!r} must be a list or a dict of 2+ options")
+            raise DataError(f"{where}: field {cols['options']!r} must be a dict of 2+ options "
+                            "or a list of 2 to 10 (lettered A-J)")
     else: opts = {k: get(k) for k in cols if len(k) == 1}
     options = {str(k).strip().upper(): _text(v) for k, v in opts.items()}
     if bad := [k for k, v in options.items() if v is None]:
@@ -184,7 +185,7 @@ def load_benchmark(benchmark:str="cmmlu-medical", # `BENCHMARKS` name, file, or 
         raise FileNotFoundError(f"{path}: no such benchmark folder with test/ files")
     files = {f.stem: f for f in sorted((path / "test").iterdir()) if f.suffix in (".csv", ".jsonl")}
     if missing := [s for s in names if s not in files]:
-        raise FileNotFoundError(f"{path}/test: no {missing[0]}.csv")
+        raise FileNotFoundError(f"{path}/test: no {missing[0]}.csv or {missing[0]}.jsonl")
     dev_rows = lambda f: read_choices(f, columns) if f.is_file() else []  # no dev file: no shots
     return {s: dict(name=names.get(s), test=read_choices(files[s], columns),
                     dev=dev_rows(path / "dev" / files[s].name)) for s in names or files}
@@ -241,6 +242,7 @@ def evaluate_choices(checkpoint, # folder, `checkpoint-N`, adapter, `TINY`, `Pre
             raise ValueError(f"{s}: {shots} shots asked, but its dev file has {len(b['dev'])}")
     items = [(s, i, row, choice_messages(row, b["name"], b["dev"][:shots], system))
              for s, b in bench.items() for i, row in enumerate(b["test"][:limit])]
+    if not items: raise ValueError(f"no test questions to answer (limit={limit})")
     pred = get_predictor(checkpoint, device, dtype, base)
     settings = (mode, shots, system, max_new_tokens if mode == "think" else None)
     run = hashlib.sha256(repr((pred.state, settings)).encode()).hexdigest()[:12]  # weights and settings
