@@ -6,7 +6,7 @@
 __all__ = ['Flag', 'flags_of', 'mapping', 'build_parser', 'read_config', 'parse_command', 'utf8_stdio', 'command']
 
 # %% ../nbs/00a_cli.ipynb #919acc8b
-import argparse, dataclasses, difflib, enum, inspect, json, os, sys, textwrap, types, typing
+import argparse, dataclasses, difflib, enum, inspect, json, os, sys, textwrap, types, typing, yaml
 from functools import wraps
 from pathlib import Path
 from fastcore.docments import docments
@@ -25,8 +25,7 @@ def _docs(spec)->dict:
     "Docments of a function, or of a dataclass and its dataclass bases (a base without source has none)."
     if not dataclasses.is_dataclass(spec): return docments(spec, full=True, returns=False)
     out = {}
-    for c in reversed(spec.__mro__):
-        if not dataclasses.is_dataclass(c): continue
+    for c in filter(dataclasses.is_dataclass, reversed(spec.__mro__)):
         try: out |= {k: v for k, v in docments(c).items() if v}
         except (OSError, TypeError, SyntaxError): pass
     return out
@@ -47,8 +46,7 @@ def flags_of(spec)->list[Flag]: # one `Flag` per parameter or `init` field, in o
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         missing = default is dataclasses.MISSING
         out.append(Flag(f.name, hints.get(f.name, f.type), None if missing else default,
-                        f.metadata.get("help", "").replace("%%", "%") or docs.get(f.name, ""),
-                        missing))
+                        f.metadata.get("help", "").replace("%%", "%") or docs.get(f.name, ""), missing))
     return out
 
 # %% ../nbs/00a_cli.ipynb #770a239c
@@ -56,9 +54,8 @@ def mapping(text:str, # `key=value,key=value`, or a JSON object
            )->dict:
     "The value of a `dict` flag (`--columns`, `--policies`); `argparse.ArgumentTypeError` when malformed."
     if text.lstrip().startswith("{"):
-        try: d = json.loads(text)
+        try: return json.loads(text)  # text starting with `{` is a JSON object or an error
         except ValueError as e: raise argparse.ArgumentTypeError(f"not a JSON object ({e})") from None
-        if isinstance(d, dict): return d
     pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
     if not pairs or any(len(p) != 2 or not p[0].strip() for p in pairs):
         raise argparse.ArgumentTypeError(f"expected key=value pairs separated by commas, or a JSON object; "
@@ -67,16 +64,14 @@ def mapping(text:str, # `key=value,key=value`, or a JSON object
 
 def _convert(t)->tuple: # (type, nargs, choices)
     "argparse `type`, `nargs` and `choices` for an annotation."
-    args = [a for a in typing.get_args(t) if a is not type(None)]
-    if typing.get_origin(t) in (typing.Union, types.UnionType):
-        t = str if str in args and len(args) > 1 else args[0] if len(args) == 1 else str
-        return _convert(t)
-    if t is list or typing.get_origin(t) is list: return _convert(args[0] if args else str)[0], "+", None
-    if typing.get_origin(t) is typing.Literal: return type(args[0]), None, list(args)
+    args, origin = [a for a in typing.get_args(t) if a is not type(None)], typing.get_origin(t)
+    if origin in (typing.Union, types.UnionType):  # `X | None` is X; other unions are text
+        return _convert(args[0] if len(args) == 1 else str)
+    if t is list or origin is list: return _convert(args[0] if args else str)[0], "+", None
+    if origin is typing.Literal: return type(args[0]), None, list(args)
     if isinstance(t, type) and issubclass(t, enum.Enum): return str, None, [e.value for e in t]
     if t is dict: return mapping, None, None
-    if t in (int, float, bool): return t, None, None
-    return str, None, None
+    return t if t in (int, float, bool) else str, None, None
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     "Help text wrapped between words only: URLs and hyphenated words stay whole, docments read as written."
@@ -85,8 +80,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 class _Parser(argparse.ArgumentParser):
     "An `ArgumentParser` whose usage errors are one line on stderr (exit 2); a typo gets the nearest flag."
-    def __init__(self, *args, **kwargs): super().__init__(*args, allow_abbrev=False, **kwargs)  # no guessing
-
     def error(self, message):
         if message.startswith("unrecognized arguments: "):
             word = message.split(": ", 1)[1].split()[0].split("=")[0]
@@ -99,7 +92,8 @@ def build_parser(spec, # a function with docments, or a config dataclass
                  short:dict=None, # short flags, e.g. `{"input": "-i"}`
                 )->argparse.ArgumentParser:
     "One option per field: `--dashed-name` shown in `--help`, `--underscored_name` accepted too."
-    p = _Parser(prog=prog, description=inspect.getdoc(spec), formatter_class=_Formatter)
+    p = _Parser(prog=prog, description=inspect.getdoc(spec), formatter_class=_Formatter,
+                allow_abbrev=False)  # no guessing: a typo gets the nearest flag instead
     if dataclasses.is_dataclass(spec):
         p.add_argument("--config", help="a YAML or JSON file with the fields below; flags override it")
     for f in flags_of(spec):
@@ -108,10 +102,9 @@ def build_parser(spec, # a function with docments, or a config dataclass
         kw = dict(dest=f.name, default=argparse.SUPPRESS, required=f.required)
         if t is bool: kw |= dict(action=argparse.BooleanOptionalAction)
         else: kw |= dict(type=t, nargs=nargs, choices=choices, metavar=f.name.upper(),
-                         **({"action": "extend"} if nargs else {}))
+                         action="extend" if nargs else "store")
         shown = [short[f.name]] if f.name in (short or {}) else []
-        shown.append("--" + f.name.replace("_", "-"))
-        p.add_argument(*shown, help=text, **kw)
+        p.add_argument(*shown, "--" + f.name.replace("_", "-"), help=text, **kw)
         if "_" in f.name: p.add_argument("--" + f.name, help=argparse.SUPPRESS, **{**kw, "required": False})
     return p
 
@@ -123,22 +116,24 @@ def read_config(path, # a `.yaml`/`.yml` or `.json` file holding one mapping
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such config file")
     text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-            data = yaml.safe_load(text)
-        else: data = json.loads(text)
+    try: data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
     except Exception as e:
         raise ValueError(f"{path}: not valid {path.suffix[1:]} ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict): raise ValueError(f"{path}: expected a mapping of field names to values")
     if spec is None: return data
     flags = {f.name: f for f in flags_of(spec)}
-    for k in data:
-        if k not in flags:
-            near = difflib.get_close_matches(str(k), list(flags), n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise ValueError(f"{path}: unknown field {k!r}{hint}")
+    if unknown := [k for k in data if k not in flags]:
+        near = difflib.get_close_matches(str(unknown[0]), list(flags), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ValueError(f"{path}: unknown field {unknown[0]!r}{hint}")
     return {k: _file_value(flags[k], v, path) for k, v in data.items()}
+
+_RUN_FILE_TYPES = {  # a flag's type -> what its run-file value must be, and the check of the converted value
+    bool: ("true or false", lambda y: isinstance(y, bool)),
+    int: ("a whole number", lambda y: type(y) is int),
+    float: ("a number", lambda y: type(y) is float),
+    mapping: ("a mapping", lambda y: isinstance(y, dict)),
+    str: ("text", lambda y: not isinstance(y, (list, dict)))}
 
 def _file_value(f:Flag, v, path):
     "A run file's value for `f`, checked and converted as its flag's text would be; else `ValueError`."
@@ -151,13 +146,10 @@ def _file_value(f:Flag, v, path):
     try: y = float(v) if number else mapping(str(v)) if t is mapping and not isinstance(v, dict) else v
     except (ValueError, argparse.ArgumentTypeError): y = None
     if t is int and isinstance(y, float) and y.is_integer(): y = int(y)
-    ok = (isinstance(y, bool) if t is bool
-          else isinstance(y, t) and not isinstance(y, bool) if t in (int, float)
-          else isinstance(y, dict) if t is mapping
-          else not isinstance(y, (list, dict)) if f.type in (str, str | None) else True)
-    if ok and (not choices or y in choices): return y
-    kind = f"one of {choices}" if choices else {bool: "true or false", int: "a whole number",
-                                                 float: "a number", mapping: "a mapping"}.get(t, "text")
+    kind, ok = _RUN_FILE_TYPES.get(t, ("text", None))
+    if t is str and f.type not in (str, str | None): ok = None  # `Path`, `str | list[str]`: any value
+    if (ok is None or ok(y)) and (not choices or y in choices): return y
+    kind = f"one of {choices}" if choices else kind
     raise ValueError(f"{path}: field {f.name!r} must be {kind}, got {v!r}")
 
 def parse_command(spec, # a function or a config dataclass

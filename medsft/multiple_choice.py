@@ -8,10 +8,11 @@ __all__ = ['CMMLU_MEDICAL', 'BENCHMARKS', 'read_choices', 'format_question', 'ch
            'evaluate_choices', 'compare_choices', 'format_choices', 'benchmark_report']
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc000imp
-import csv, hashlib, json, math, re, sys, time, unicodedata
+import contextlib, csv, hashlib, json, math, re, sys, time, unicodedata
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .data import DEFAULT_SYSTEM_PROMPT, DataError, read_jsonl, shared_dir
 from .inference import _append_to, _done_rows, get_predictor, parse_response
@@ -24,7 +25,7 @@ CMMLU_MEDICAL = {"anatomy": "解剖学", "clinical_knowledge": "临床知识",
 # name -> (folder in `shared_dir()`, subjects)
 BENCHMARKS = {"cmmlu-medical": ("data/cmmlu_medical", CMMLU_MEDICAL)}
 
-# %% ../nbs/04a_multiple_choice.ipynb #mc004
+# %% ../nbs/04a_multiple_choice.ipynb #mc005
 def _text(v)->str|None:
     return str(v).strip() if isinstance(v, (str, int, float)) and not isinstance(v, bool) else None
 
@@ -37,9 +38,10 @@ def _choice_row(r:dict, cols:dict, where:str)->dict:
     if not q: raise DataError(f"{where}: field {cols['question']!r} is empty or not text")
     if "options" in cols:
         opts = get("options")
-        if isinstance(opts, list): opts = dict(zip("ABCDEFGHIJ", opts))
+        if isinstance(opts, list) and len(opts) <= 10: opts = dict(zip("ABCDEFGHIJ", opts))
         if not isinstance(opts, dict) or len(opts) < 2:
-            raise DataError(f"{where}: field {cols['options']!r} must be a list or a dict of 2+ options")
+            raise DataError(f"{where}: field {cols['options']!r} must be a dict of 2+ options "
+                            "or a list of 2 to 10 (lettered A-J)")
     else: opts = {k: get(k) for k in cols if len(k) == 1}
     options = {str(k).strip().upper(): _text(v) for k, v in opts.items()}
     if bad := [k for k, v in options.items() if v is None]:
@@ -49,7 +51,6 @@ def _choice_row(r:dict, cols:dict, where:str)->dict:
         raise DataError(f"{where}: answer {gold!r} is not among the options {', '.join(options)}")
     return dict(question=q, options=options, answer=gold)
 
-# %% ../nbs/04a_multiple_choice.ipynb #mc005
 def read_choices(path, # a CSV (CMMLU/C-Eval layout) or JSONL file of multiple-choice questions
                  columns:dict=None, # ours -> the file's: `question`, `answer`, and `options` or `A`, `B`, ...
                  encoding:str="utf-8", # text encoding of the file
@@ -60,8 +61,7 @@ def read_choices(path, # a CSV (CMMLU/C-Eval layout) or JSONL file of multiple-c
     if path.suffix.lower() == ".csv":
         with open(path, encoding=encoding, newline="") as f:
             reader = csv.DictReader(f)
-            header, raw = reader.fieldnames or [], []
-            for r in reader: raw.append((reader.line_num, r))
+            raw, header = [(reader.line_num, r) for r in reader], reader.fieldnames or []
         cols = columns or {"question": "Question", "answer": "Answer",
                            **{k: k for k in header if len(k) == 1}}
         if missing := [c for c in cols.values() if c not in header]:
@@ -164,8 +164,7 @@ def mcnemar_exact(b:int, # questions only the first checkpoint got right
                   c:int, # questions only the second checkpoint got right
                  )->float: # two-sided p-value
     "Exact McNemar test: two-sided binomial test of `b` against `b + c` trials with p = 1/2."
-    n = b + c
-    if n == 0: return 1.0
+    n = b + c  # n = 0: p = 1
     tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
     return min(1.0, 2 * tail)
 
@@ -186,13 +185,10 @@ def load_benchmark(benchmark:str="cmmlu-medical", # `BENCHMARKS` name, file, or 
         raise FileNotFoundError(f"{path}: no such benchmark folder with test/ files")
     files = {f.stem: f for f in sorted((path / "test").iterdir()) if f.suffix in (".csv", ".jsonl")}
     if missing := [s for s in names if s not in files]:
-        raise FileNotFoundError(f"{path}/test: no {missing[0]}.csv")
-    out = {}
-    for s in names or files:
-        dev = path / "dev" / files[s].name
-        out[s] = dict(name=names.get(s), test=read_choices(files[s], columns),
-                      dev=read_choices(dev, columns) if dev.is_file() else [])
-    return out
+        raise FileNotFoundError(f"{path}/test: no {missing[0]}.csv or {missing[0]}.jsonl")
+    dev_rows = lambda f: read_choices(f, columns) if f.is_file() else []  # no dev file: no shots
+    return {s: dict(name=names.get(s), test=read_choices(files[s], columns),
+                    dev=dev_rows(path / "dev" / files[s].name)) for s in names or files}
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc028
 def summarize_choices(records:list, # per-question records (`subject`, `correct`, ...)
@@ -207,14 +203,9 @@ def summarize_choices(records:list, # per-question records (`subject`, `correct`
     for r in records: subjects.setdefault(r["subject"], []).append(r)
     return dict(subjects={s: stats(rs) for s, rs in subjects.items()}, overall=stats(records))
 
-# %% ../nbs/04a_multiple_choice.ipynb #mc029
-def _done_records(out_file, run:str)->dict:
-    "Records in `out_file` made by the same `run` (weights and settings), by (subject, index)."
-    return {(r["subject"], r["index"]): r for r in _done_rows(out_file, keep=lambda r: r.get("run") == run)}
-
-def _answer_chunk(pred, chunk:list, mode:str, batch_size:int, max_new_tokens:int, run:str)->list:
-    "Records for a chunk of (subject, index, row, messages) questions."
-    letters = "".join(chunk[0][2]["options"])
+# %% ../nbs/04a_multiple_choice.ipynb #mc030
+def _answer_chunk(pred, chunk:list, letters:str, mode:str, batch_size:int, max_new_tokens:int, run:str)->list:
+    "Records for a chunk of (subject, index, row, messages) questions whose options are `letters`."
     if mode == "loglik":
         scores = score_choices(pred, [c[3] for c in chunk], letters, batch_size)
         outs = [dict(prediction=letters[int(s.argmax())], status="ok", scores=[round(float(x), 4) for x in s])
@@ -229,7 +220,6 @@ def _answer_chunk(pred, chunk:list, mode:str, batch_size:int, max_new_tokens:int
     return [dict(subject=s, index=i, line=row["line"], answer=row["answer"], **o,
                  correct=o["prediction"] == row["answer"], run=run) for (s, i, row, _), o in zip(chunk, outs)]
 
-# %% ../nbs/04a_multiple_choice.ipynb #mc030
 def evaluate_choices(checkpoint, # folder, `checkpoint-N`, adapter, `TINY`, `Predictor` (see `get_predictor`)
                      benchmark="cmmlu-medical", # a `BENCHMARKS` name, folder, file or `load_benchmark`'s dict
                      data_dir=None, # the named benchmark's folder (default: under `shared_dir()`)
@@ -252,37 +242,32 @@ def evaluate_choices(checkpoint, # folder, `checkpoint-N`, adapter, `TINY`, `Pre
             raise ValueError(f"{s}: {shots} shots asked, but its dev file has {len(b['dev'])}")
     items = [(s, i, row, choice_messages(row, b["name"], b["dev"][:shots], system))
              for s, b in bench.items() for i, row in enumerate(b["test"][:limit])]
+    if not items: raise ValueError(f"no test questions to answer (limit={limit})")
     pred = get_predictor(checkpoint, device, dtype, base)
     settings = (mode, shots, system, max_new_tokens if mode == "think" else None)
     run = hashlib.sha256(repr((pred.state, settings)).encode()).hexdigest()[:12]  # weights and settings
-    done = _done_records(out_file, run)
+    # records already in `out_file` from the same run, by (subject, index)
+    done = {(r["subject"], r["index"]): r for r in _done_rows(out_file, keep=lambda r: r.get("run") == run)}
     todo = [it for it in items if (it[0], it[1]) not in done]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="question", file=sys.stderr,
-                   disable=None)
     t0, step = time.perf_counter(), batch_size * (4 if mode == "loglik" else 1)
-    f = _append_to(out_file) if out_file is not None else None
-    try:
+    with contextlib.ExitStack() as stack:  # closes the records file and the progress bar
+        f = stack.enter_context(_append_to(out_file)) if out_file is not None else None
+        bar = stack.enter_context(tqdm(total=len(items), initial=len(items) - len(todo), unit="question",
+                                       file=sys.stderr, disable=None)) if progress else None
         for start in range(0, len(todo), step):
             chunk = todo[start:start + step]
             for letters in dict.fromkeys("".join(c[2]["options"]) for c in chunk):
                 part = [c for c in chunk if "".join(c[2]["options"]) == letters]
-                for r in _answer_chunk(pred, part, mode, batch_size, max_new_tokens, run):
+                for r in _answer_chunk(pred, part, letters, mode, batch_size, max_new_tokens, run):
                     done[(r["subject"], r["index"])] = r
                     if f: f.write(json.dumps(r, ensure_ascii=False) + "\n")
             if f: f.flush()
             if bar: bar.update(len(chunk))
-    finally:
-        if f: f.close()
-        if bar: bar.close()
-    seconds = time.perf_counter() - t0
     records = [done[(s, i)] for s, i, _, _ in items]
     out = dict(checkpoint=pred.checkpoint,
                benchmark=str(benchmark) if not isinstance(benchmark, dict) else "custom",
                mode=mode, shots=shots, limit=limit, **summarize_choices(records),
-               seconds=round(seconds, 1), answered_now=len(todo))
+               seconds=round(time.perf_counter() - t0, 1), answered_now=len(todo))
     if mode == "think":
         out.update({k: sum(r["status"] == k for r in records) for k in ("none", "several")},
                    finished=round(sum(r["finished"] for r in records) / len(records), 4))
@@ -294,8 +279,7 @@ def compare_choices(first:dict, # `evaluate_choices` result of the first checkpo
                     alpha:float=0.05, # significance level of the paired test
                    )->dict: # subject (and "overall") -> accuracies, difference, counts, p_value, verdict
     "Per-subject paired comparison (exact McNemar): is the second checkpoint better, worse or within noise?"
-    a = {(r["subject"], r["index"]): r["correct"] for r in first["records"]}
-    b = {(r["subject"], r["index"]): r["correct"] for r in second["records"]}
+    a, b = ({(r["subject"], r["index"]): r["correct"] for r in run["records"]} for run in (first, second))
     if a.keys() != b.keys():
         raise ValueError("the two runs did not answer the same questions (same --limit?)")
     groups = {}
@@ -328,19 +312,12 @@ def format_choices(results:list, # `evaluate_choices` results, one per checkpoin
     for s in names:
         line = f"{s:<{width}}  {get(results[0], s)['n']:>4}" + "".join(f"  {cell(get(r, s)):<20}"
                                                                        for r in results)
-        if comparison:
-            c = comparison[s]
-            line += f"  {c['difference']:+5.1f}  {c['p_value']:<5.3f}  {c['verdict']}"
+        if comparison: line += "  {difference:+5.1f}  {p_value:<5.3f}  {verdict}".format(**comparison[s])
         lines.append(line)
     lines += [f"({i + 1}) {r['checkpoint']}, {r['mode']}, {r['shots']}-shot" for i, r in enumerate(results)]
     return "\n".join(lines)
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc043
-def _records_file(out_dir, checkpoint:str, benchmark, mode:str, shots:int)->Path:
-    "Where a checkpoint's records for one benchmark setting go."
-    name = Path(str(checkpoint).rstrip("/")).name or "model"
-    return Path(out_dir) / name / f"{Path(str(benchmark)).stem}-{mode}-{shots}shot.jsonl"
-
 def benchmark_report(checkpoints:list, # one or two checkpoints (second: e.g. the fine-tuned one)
                      benchmark:str="cmmlu-medical", # as for `evaluate_choices`
                      out_dir="eval", # records: `out_dir/<checkpoint name>/<benchmark>-<mode>-<k>shot.jsonl`
@@ -353,13 +330,12 @@ def benchmark_report(checkpoints:list, # one or two checkpoints (second: e.g. th
     if (mode := kwargs.get("mode", "loglik")) not in ("loglik", "think"):  # before any loading
         raise ValueError(f"mode must be 'loglik' or 'think', not {mode!r}")
     bench = load_benchmark(benchmark, kwargs.pop("data_dir", None), kwargs.pop("columns", None))
+    file_name = f"{Path(str(benchmark)).stem}-{mode}-{kwargs.get('shots', 0)}shot.jsonl"
     runs = []
-    for c in checkpoints:
-        pred = get_predictor(c, kwargs.get("device"), kwargs.get("dtype"), kwargs.get("base"))
-        out_file = _records_file(out_dir, c, benchmark, kwargs.get("mode", "loglik"), kwargs.get("shots", 0))
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        runs.append(evaluate_choices(pred, bench, out_file=out_file, progress=not as_json, **kwargs))
-        runs[-1]["benchmark"] = str(benchmark)
+    for c in checkpoints:  # `evaluate_choices` makes the records file's folder
+        out_file = Path(out_dir) / (Path(str(c).rstrip("/")).name or "model") / file_name
+        runs.append(dict(evaluate_choices(c, bench, out_file=out_file, progress=not as_json, **kwargs),
+                         benchmark=str(benchmark)))
     cmp = compare_choices(*runs) if len(runs) == 2 else None
     result = dict(checkpoints=[{k: v for k, v in r.items() if k != "records"} for r in runs],
                   **(dict(differences=cmp) if cmp else {}))
