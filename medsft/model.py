@@ -51,7 +51,6 @@ def _arch_supported(capability, arch_list)->bool:
     return any(m and int(m[2]) <= 10 * major + minor and (m[1] == "compute" or int(m[2]) // 10 == major)
                for m in archs)
 
-# %% ../nbs/01_model.ipynb #af210848
 def decide_device(cuda_available:bool, # `torch.cuda.is_available()`
                   capability:tuple=None, # `torch.cuda.get_device_capability()`, e.g. (8, 0)
                   arch_list:list=(), # `torch.cuda.get_arch_list()`, e.g. ['sm_80', 'sm_90']
@@ -101,10 +100,9 @@ def pick_device(prefer:str=None, # None (best available), 'cpu', 'cuda' or 'cuda
 
 # %% ../nbs/01_model.ipynb #fa578188
 _QWEN_PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-# ids 151643..151656, special=True
 _SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
             "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-            "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+            "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]  # 151643..151656: special
 _NOT_SPECIAL = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
                 "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
                 "<think>", "</think>"]  # 151657..151668
@@ -184,7 +182,6 @@ def _build_tokenizer(out_dir:Path):
     cfg["tokenizer_class"] = "Qwen2Tokenizer"
     cfg_file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
 
-# %% ../nbs/01_model.ipynb #139546e6
 def _atomic_folder(target:Path, build):
     "Run `build(tmp)` in a temporary folder next to `target`, then rename it into place (parallel-safe)."
     if target.exists(): return target
@@ -209,8 +206,7 @@ def embedded_tokenizer(): # the same object each call: treat it as read-only (`l
     return AutoTokenizer.from_pretrained(embedded_tokenizer_dir())
 
 # %% ../nbs/01_model.ipynb #1be64ec8
-# Qwen3's generation_config.json
-QWEN3_GENERATION = dict(do_sample=True, temperature=0.6, top_k=20, top_p=0.95)
+QWEN3_GENERATION = dict(do_sample=True, temperature=0.6, top_k=20, top_p=0.95)  # Qwen3's generation_config
 
 def _tokenizer_files(folder:Path)->bool:
     return any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json"))
@@ -384,7 +380,6 @@ def _resolve(path_or_id)->Path:
     hint = "; download it with `medsft_download`" if s == DEFAULT_BASE else ""
     raise FileNotFoundError(f"{p}: no such folder{hint}")
 
-# %% ../nbs/01_model.ipynb #6ea56f32
 def load_model_and_tokenizer(path_or_id, # `TINY`, a model/checkpoint/adapter folder, or a ModelScope id
                              device=None, # None: `pick_device`'s choice; 'cpu', 'cuda', 'cuda:N'
                              dtype=None, # None: `pick_device`'s choice; 'bf16'/'fp16'/'fp32' or a torch.dtype
@@ -394,22 +389,22 @@ def load_model_and_tokenizer(path_or_id, # `TINY`, a model/checkpoint/adapter fo
     "Load a Qwen3 causal LM (a `PeftModel` for an adapter folder) and its tokenizer, on `device` in `dtype`."
     folder = check_complete(_resolve(path_or_id))
     device, dtype, _ = pick_device(device, dtype)
-    model_folder = folder  # the full weights: `folder`, or an adapter's base model
+    model_dir = folder  # the full weights: `folder`, or an adapter's base model
     if adapter := (folder / "adapter_config.json").exists():
         from peft import PeftModel
         recorded = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
         base = base or recorded.get("base_model_name_or_path")
         if not base:
             raise ValueError(f"{folder}: adapter_config.json records no base_model_name_or_path; pass base=")
-        try: model_folder = _resolve(base)
+        try: model_dir = _resolve(base)
         except (FileNotFoundError, ConnectionError) as e:
             raise FileNotFoundError(f"{folder}: the adapter's base model {base!r} is missing ({e}); "
                                     "pass base=") from None
-    _check_model_folder(model_folder)
+    _check_model_folder(model_dir)
     if adapter and not any((folder / w).exists() for w in ("adapter_model.safetensors", "adapter_model.bin")):
         raise FileNotFoundError(f"{folder}: no adapter weights (adapter_model.safetensors)")
-    tok = load_tokenizer(folder if _tokenizer_files(folder) else model_folder, padding_side)
-    model = _loaded(model_folder, lambda: AutoModelForCausalLM.from_pretrained(model_folder, dtype=dtype))
+    tok = load_tokenizer(folder if _tokenizer_files(folder) else model_dir, padding_side)
+    model = _loaded(model_dir, lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype))
     model = model.to(device)
     if adapter: model = _loaded(folder, lambda: PeftModel.from_pretrained(model, folder)).to(device)
     if model.generation_config.pad_token_id is None: model.generation_config.pad_token_id = tok.pad_token_id
