@@ -249,9 +249,9 @@ def mark_complete(folder, # a finished model, checkpoint or adapter folder
                  )->Path: # `folder`
     "Record `folder` as complete: its files and their sizes, in `COMPLETE_FILE`, written last and atomically."
     folder = Path(folder)
+    tmp = folder / f".{COMPLETE_FILE}.tmp"  # a killed earlier call may have left it
     files = {p.name: p.stat().st_size for p in sorted(folder.iterdir())
-             if p.is_file() and p.name != COMPLETE_FILE}
-    tmp = folder / f".{COMPLETE_FILE}.tmp"
+             if p.is_file() and p.name not in (COMPLETE_FILE, tmp.name)}
     tmp.write_text(json.dumps(dict(files=files), indent=1), encoding="utf-8")
     os.replace(tmp, folder / COMPLETE_FILE)
     return folder
