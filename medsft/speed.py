@@ -203,9 +203,8 @@ def tokenize_cached(rows:list, # rows for `medsft.data.tokenize_rows`
                     **kwargs, # `tokenize_rows` options: `max_length`, `truncation`, `system`, `empty_think`
                    )->tuple: # (examples, `DataReport`), as `tokenize_rows` returns them
     "`tokenize_rows`, cached under `cache_dir()/examples` in a file named by a hash of all it depends on."
-    code = Path(inspect.getsourcefile(tokenize_rows)).read_text(encoding="utf-8")  # a new medsft: a new key
     key = dict(rows=fingerprint(rows), tokenizer=tokenizer_fingerprint(tokenizer), options=kwargs,
-               code=fingerprint(code))
+               code=fingerprint(inspect.getsource(inspect.getmodule(tokenize_rows))))  # new medsft: new key
     path = cache_dir()/"examples"/f"{fingerprint(key)}.json"
     if cache and path.exists():
         try:
