@@ -6,7 +6,7 @@
 __all__ = ['PATHS', 'BenchConfig', 'matmul_peak', 'matmul_params', 'heldout_loss', 'bench_one', 'run_bench', 'medsft_bench']
 
 # %% ../nbs/02b_bench.ipynb #c1552ebc
-import contextlib, importlib.util, io, json, statistics, sys, tempfile, threading, time
+import contextlib, importlib.util, io, itertools, json, platform, statistics, sys, tempfile, threading, time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from transformers.trainer_utils import SaveStrategy
 from . import speed, train_full
 from .cli import command
 from .data import load_rows, shared_dir, split_rows, to_messages, validate_rows
-from .model import load_tokenizer, tiny_qwen3
+from .model import TINY_SIZES, load_tokenizer, tiny_qwen3
 
 # %% ../nbs/02b_bench.ipynb #b8a7b9a0
 @dataclass
@@ -59,10 +59,7 @@ def _setup(cfg:BenchConfig, work:Path)->dict:
         folder = work/"model"
         AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cfg.model_config)).save_pretrained(folder)
     else:
-        sizes = {k: getattr(cfg, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
-                                               "num_attention_heads", "num_key_value_heads", "head_dim",
-                                               "tie_word_embeddings")}
-        folder = tiny_qwen3(work/"model", seed=cfg.seed, **sizes)
+        folder = tiny_qwen3(work/"model", seed=cfg.seed, **{k: getattr(cfg, k) for k in TINY_SIZES})
     tok = load_tokenizer(folder if (folder/"tokenizer_config.json").exists() else "tiny-qwen3")
     src = cfg.data or (shared_dir()/"data"/"delicate_medical_r1"/"val.jsonl" if shared_dir() else "sample")
     rows, _ = validate_rows(load_rows(src))
@@ -96,9 +93,8 @@ def _count(trainer, head_at:str)->dict:
     n = dict(processed=0, non_padding=0, supervised=0, head=0)
     step = trainer.training_step
     def counting_step(model, inputs, *args, **kw):
-        ids, lab = inputs["input_ids"], inputs["labels"]
-        mask = inputs.get("attention_mask")
-        sup = int((lab[:, 1:] != -100).sum())
+        ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+        sup = int((inputs["labels"][:, 1:] != -100).sum())
         n["processed"] += ids.numel()
         n["non_padding"] += int(mask.sum()) if mask is not None else ids.numel()
         n["supervised"] += sup
@@ -147,8 +143,7 @@ def _reference(cfg, s, model, out):
                    data_collator=DataCollatorForSeq2Seq(s["tokenizer"], label_pad_token_id=-100)), "all"
 
 def _medsft(cfg, s, model, out):
-    ("medsft's `build_trainer` with its defaults: packed rows, chunked supervised-only loss, "
-     "checkpointing by need.")
+    "medsft's `build_trainer`, defaults: packed rows, chunked supervised-only loss, checkpointing by need."
     c = train_full.TrainConfig(model=str(s["folder"]), output_dir=str(out), max_steps=cfg.steps,
                                logging_steps=1, learning_rate=cfg.learning_rate, max_length=cfg.max_length,
                                seed=cfg.seed, per_device_train_batch_size=cfg.batch, progress=False,
@@ -159,8 +154,7 @@ def _medsft(cfg, s, model, out):
     return trainer, "supervised"
 
 def _trl(cfg, s, model, out):
-    ("TRL's `SFTTrainer` on the same rows as prompt/completion chats (loss on the assistant turn only), "
-     "batch `cfg.batch`.")
+    "`trl.SFTTrainer`, rows as prompt/completion chats (loss on the assistant turn only), batch `cfg.batch`."
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
     msgs = [to_messages(r) for r in s["train_rows"]]
@@ -176,8 +170,7 @@ PATHS = dict(reference=_reference, medsft=_medsft, trl=_trl)
 def heldout_loss(model, # a causal LM
                  examples:list, # dicts with `input_ids` and `labels`
                 )->float: # nats per supervised token
-    ("The loss on `examples`, summed over their supervised tokens and divided by their count, "
-     "one example at a time.")
+    "The loss on `examples`, summed over their supervised tokens and divided by their count, one at a time."
     was = model.training
     model.eval()
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -223,11 +216,10 @@ def bench_one(name:str, # a key of `PATHS`
 def _ratios(reps:list, key:str="tokens_per_s")->dict:
     "Per-repeat ratios of `key` between paths, then their median, min and max."
     out = {}
-    for a in reps[0]:
-        for b in reps[0]:
-            if a != b and b in ("reference", "trl"):
-                v = [r[a][key] / r[b][key] for r in reps]
-                out[f"{a}/{b}"] = dict(median=statistics.median(v), min=min(v), max=max(v), values=v)
+    for a, b in itertools.permutations(reps[0], 2):
+        if b in ("reference", "trl"):
+            v = [r[a][key] / r[b][key] for r in reps]
+            out[f"{a}/{b}"] = dict(median=statistics.median(v), min=min(v), max=max(v), values=v)
     return out
 
 def run_bench(cfg:BenchConfig=None, # the settings; None: the defaults
@@ -240,14 +232,11 @@ def run_bench(cfg:BenchConfig=None, # the settings; None: the defaults
     if bad := set(names) - set(PATHS): raise ValueError(f"unknown runs {sorted(bad)}: use {', '.join(PATHS)}")
     if cfg.model and not Path(cfg.model).is_dir():
         raise FileNotFoundError(f"{cfg.model}: no such model folder")
-    if importlib.util.find_spec("trl") is None:
-        if "trl" in names:
-            print("medsft_bench: trl is not installed (pip install medsft[bench]): skipping it",
-                  file=sys.stderr)
+    if "trl" in names and importlib.util.find_spec("trl") is None:
+        print("medsft_bench: trl is not installed (pip install medsft[bench]): skipping it", file=sys.stderr)
         names = [n for n in names if n != "trl"]
     with tempfile.TemporaryDirectory() as tmpdir:
-        work = Path(tmpdir)
-        s = _setup(cfg, work)
+        s = _setup(cfg, work := Path(tmpdir))
         dtype = torch.bfloat16 if s["autocast"] else torch.float32
         peak = matmul_peak(s["device"], dtype)
         reps = [{n: bench_one(n, cfg, s, work) for n in names} for _ in range(cfg.repeats)]
@@ -257,20 +246,13 @@ def run_bench(cfg:BenchConfig=None, # the settings; None: the defaults
     median = {n: {k: statistics.median(rep[n][k] for rep in reps)
                   for k in ("tokens_per_s", "supervised_per_s", "padding_share", "flops_per_s", "utilisation",
                             "peak_memory_mb", "heldout_loss")} for n in names}
-    dev = torch.cuda.get_device_name(s["device"]) if s["device"].startswith("cuda") else _cpu_name()
+    dev = (torch.cuda.get_device_name(s["device"]) if s["device"].startswith("cuda")
+           else speed._cpuinfo("model name") or platform.processor())  # lscpu's CPU name where there is one
     return dict(config=asdict(cfg),
                 machine=dict(device=dev, threads=torch.get_num_threads(), torch=torch.__version__),
                 data=dict(source=s["source"], train_rows=len(s["train"]), heldout_rows=len(s["val"])),
                 compute=s["autocast"] or "fp32", matmul_peak_flops=peak, runs=reps, median=median,
                 ratios=_ratios(reps), ratios_supervised=_ratios(reps, "supervised_per_s"))
-
-def _cpu_name()->str:
-    "The CPU model name (lscpu's), or the platform's processor string."
-    try: return next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                     if l.startswith("model name"))
-    except (OSError, StopIteration):
-        import platform
-        return platform.processor()
 
 # %% ../nbs/02b_bench.ipynb #d9996a12
 @command(spec=BenchConfig)

@@ -16,14 +16,12 @@ from .model import embedded_tokenizer, save_model_folder
 
 # %% ../nbs/02c_scaling.ipynb #84e0c65c
 QWEN3_SHAPES = {  # published Qwen3 config.json values (the Hub), the fields that set the parameter count
-    "Qwen3-0.6B": dict(hidden_size=1024, num_hidden_layers=28, intermediate_size=3072, num_attention_heads=16,
-                       num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True),
-    "Qwen3-1.7B": dict(hidden_size=2048, num_hidden_layers=28, intermediate_size=6144, num_attention_heads=16,
-                       num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True),
-    "Qwen3-4B": dict(hidden_size=2560, num_hidden_layers=36, intermediate_size=9728, num_attention_heads=32,
-                     num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True),
-    "Qwen3-8B": dict(hidden_size=4096, num_hidden_layers=36, intermediate_size=12288, num_attention_heads=32,
-                     num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=False),
+    f"Qwen3-{size}": dict(hidden_size=hidden, num_hidden_layers=layers, intermediate_size=mlp,
+                          num_attention_heads=heads, num_key_value_heads=8, head_dim=128, vocab_size=151936,
+                          tie_word_embeddings=tied)
+    for size, hidden, layers, mlp, heads, tied in [
+        ("0.6B", 1024, 28, 3072, 16, True), ("1.7B", 2048, 28, 6144, 16, True),
+        ("4B", 2560, 36, 9728, 32, True), ("8B", 4096, 36, 12288, 32, False)]
 }
 
 def _shape(config)->dict:
@@ -48,8 +46,6 @@ def param_count(config, # a `QWEN3_SHAPES` name, a `config.json` path, a dict or
                 total=embed + lm_head + layers + h)
 
 # %% ../nbs/02c_scaling.ipynb #9badbef5
-_GIB = 2**30
-
 def memory_estimate(config, # a `QWEN3_SHAPES` name, a `config.json` path, a dict or a `Qwen3Config`
                     method:str="full", # full: fp32 master weights + AdamW; lora: bf16 frozen base + adapter
                     batch_size:int=1, # rows per device per forward pass
@@ -80,7 +76,7 @@ def memory_estimate(config, # a `QWEN3_SHAPES` name, a `config.json` path, a dic
     acts = (L * h + block if gradient_checkpointing else L * block) * T * activation_bytes
     logits = T * V * (activation_bytes + 4 + 4)
     gb = dict(weights=weights, grads=grads, optimizer=optimizer, activations=acts, logits=logits)
-    out = {k: v / _GIB for k, v in gb.items()}
+    out = {k: v / 2**30 for k, v in gb.items()}  # GiB
     return out | dict(total=sum(out.values()), params=P, trainable=trainable)
 
 # %% ../nbs/02c_scaling.ipynb #2092e5e3

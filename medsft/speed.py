@@ -20,16 +20,19 @@ from transformers import DataCollatorWithFlattening, Trainer
 from .data import DataReport, cache_dir, tokenize_rows
 
 # %% ../nbs/02a_speed.ipynb #0161db27
+def _cpuinfo(key:str)->str|None:
+    "The first `key` line's value in /proc/cpuinfo; None where there is none (macOS, Windows)."
+    try: lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError: return None
+    return next((l.split(":", 1)[1].strip() for l in lines if l.startswith(key)), None)
+
 def cpu_flags()->set: # the `flags` of /proc/cpuinfo; empty where that file does not exist (macOS, Windows)
     "The instruction-set flags of this machine's CPU."
-    try: text = Path("/proc/cpuinfo").read_text()
-    except OSError: return set()
-    return next((set(l.split(":", 1)[1].split()) for l in text.splitlines() if l.startswith("flags")), set())
+    return set((_cpuinfo("flags") or "").split())
 
 def native_bf16(device="cpu", # "cpu", "cuda" or "cuda:N"
                )->bool:
-    ("Whether `device` multiplies bf16 matrices in hardware: "
-     "a bf16 CUDA GPU, or a CPU with AVX512-BF16 or AMX-BF16.")
+    "Whether `device` multiplies bf16 in hardware: a bf16 CUDA GPU, or a CPU with AVX512-BF16 or AMX-BF16."
     if str(device).startswith("cuda"): return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
@@ -39,13 +42,11 @@ def autocast_dtype(device="cpu", # where the model trains
     "The autocast mode for training on `device`: bf16 where the hardware has it, else none."
     if requested not in (None, "bf16", "fp32"):
         raise ValueError(f"requested {requested!r}: use None, 'bf16' or 'fp32'")
-    if requested: return None if requested == "fp32" else "bf16"
-    return "bf16" if native_bf16(device) else None
+    return "bf16" if requested == "bf16" or (requested is None and native_bf16(device)) else None
 
 # %% ../nbs/02a_speed.ipynb #cf182525
 class _LinearCE(torch.autograd.Function):
-    ("Sum of cross-entropies of `hidden @ weight.T` against `target`, chunk by chunk; "
-     "gradients kept from the forward.")
+    "Summed cross-entropies of `hidden @ weight.T` against `target`, chunked; gradients made in the forward."
     @staticmethod
     def forward(ctx, hidden, weight, target, chunk_size, dtype):
         need_w = weight.requires_grad  # False for a frozen output layer (LoRA): skip its gradient
@@ -78,11 +79,9 @@ def linear_cross_entropy(hidden:torch.Tensor, # (batch, seq_len, hidden_size) de
                          num_items_in_batch=None, # supervised tokens per optimizer step; None: this batch's
                          chunk_size:int=1024, # positions per chunk (peak: +chunk_size x vocab x 4 bytes)
                         )->torch.Tensor: # scalar: the mean cross-entropy (nats per supervised token)
-    ("The causal-LM loss of `lm_head(hidden)` against `labels`, "
-     "the output layer computed at labelled positions only.")
-    y = labels[:, 1:]
-    keep = y != -100
-    h, y = hidden[:, :-1][keep], y[keep]
+    "The causal-LM loss of `lm_head(hidden)` vs `labels`, with the output layer at labelled positions only."
+    keep = labels[:, 1:] != -100
+    h, y = hidden[:, :-1][keep], labels[:, 1:][keep]
     if torch.is_autocast_enabled(hidden.device.type): dtype = torch.get_autocast_dtype(hidden.device.type)
     else: dtype = hidden.dtype
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
@@ -96,16 +95,13 @@ def linear_cross_entropy(hidden:torch.Tensor, # (batch, seq_len, hidden_size) de
 
 # %% ../nbs/02a_speed.ipynb #a53b2e47
 def _output_layer(model):
-    ("(decoder, lm_head weight) of a causal LM or a `PeftModel` around one; "
-     "None when the chunked loss does not apply.")
+    "(decoder, lm_head weight) of a causal LM or a `PeftModel`; None if the chunked loss cannot apply."
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     cfg = getattr(base, "config", None)
-    if (type(head) is not torch.nn.Linear or head.bias is not None
-            or getattr(cfg, "final_logit_softcapping", None)
-            or getattr(cfg, "logit_scale", None) not in (None, 1.0)):
-        return None
-    return base.get_decoder(), head.weight
+    softcap, scale = getattr(cfg, "final_logit_softcapping", None), getattr(cfg, "logit_scale", None)
+    if type(head) is torch.nn.Linear and head.bias is None and not softcap and scale in (None, 1.0):
+        return base.get_decoder(), head.weight
 
 class SFTTrainer(Trainer):
     "A `Trainer` whose training loss computes the output layer only at labelled positions, in chunks."
@@ -135,8 +131,7 @@ class SFTTrainer(Trainer):
 # %% ../nbs/02a_speed.ipynb #2e54676b
 def pack_collator(return_flash_attn_kwargs:bool=False, # also return `cu_seq_lens_*` (flash-attention kernels)
                  )->DataCollatorWithFlattening:
-    ("Collate examples (`input_ids`, `labels`) into one padding-free row, "
-     "`position_ids` restarting per example.")
+    "Collate examples (`input_ids`, `labels`) into one padding-free row; `position_ids` restart per example."
     return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100,
                                       return_flash_attn_kwargs=return_flash_attn_kwargs)
 
@@ -145,21 +140,17 @@ def packed_logits_gap(model, # a causal LM, in the attention implementation to c
                       examples:list, # dicts with `input_ids` (lists of ints)
                       use_cache:bool=False, # True shows what goes wrong with a KV cache
                      )->float: # the largest absolute logit difference between packed and one-by-one
-    ("How far the logits of `examples` packed into one row are from those of each example run alone "
-     "(0: no leak).")
+    "How far the logits of `examples` packed into one row are from those of each run alone (0: no leak)."
     was = model.training
     model.eval()
     b = pack_collator()([{"input_ids": e["input_ids"]} for e in examples])
     dev = model.device
     packed = model(input_ids=b["input_ids"].to(dev), position_ids=b["position_ids"].to(dev),
                    use_cache=use_cache).logits[0]
-    gap, start = 0.0, 0
-    for e in examples:
-        alone = model(input_ids=torch.tensor([e["input_ids"]], device=dev), use_cache=False).logits[0]
-        gap = max(gap, (packed[start:start + len(alone)] - alone).abs().max().item())
-        start += len(alone)
+    alone = torch.cat([model(input_ids=torch.tensor([e["input_ids"]], device=dev), use_cache=False).logits[0]
+                       for e in examples])  # the packed row's positions, example by example
     model.train(was)
-    return gap
+    return (packed - alone).abs().max().item()
 
 # %% ../nbs/02a_speed.ipynb #d543fd79
 def free_memory(device="cpu")->int: # bytes
@@ -211,11 +202,9 @@ def tokenize_cached(rows:list, # rows for `medsft.data.tokenize_rows`
                     cache:bool=True, # read and write the cache; False: tokenize every time
                     **kwargs, # `tokenize_rows` options: `max_length`, `truncation`, `system`, `empty_think`
                    )->tuple: # (examples, `DataReport`), as `tokenize_rows` returns them
-    ("`tokenize_rows`, its result kept under `cache_dir()/examples` "
-     "in a file named by a hash of all it depends on.")
-    code = Path(inspect.getsourcefile(tokenize_rows)).read_text(encoding="utf-8")  # a new medsft: a new key
+    "`tokenize_rows`, cached under `cache_dir()/examples` in a file named by a hash of all it depends on."
     key = dict(rows=fingerprint(rows), tokenizer=tokenizer_fingerprint(tokenizer), options=kwargs,
-               code=fingerprint(code))
+               code=fingerprint(inspect.getsource(inspect.getmodule(tokenize_rows))))  # new medsft: new key
     path = cache_dir()/"examples"/f"{fingerprint(key)}.json"
     if cache and path.exists():
         try:
