@@ -87,9 +87,9 @@ def linear_cross_entropy(hidden:torch.Tensor, # (batch, seq_len, hidden_size) de
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
         total = _LinearCE.apply(h, weight, y, chunk_size, dtype)
     else:  # evaluation: the loss alone, chunk by chunk
-        total = sum(F.cross_entropy((h[i:i + chunk_size].to(dtype) @ weight.to(dtype).T).float(),
-                                    y[i:i + chunk_size], reduction="sum")
-                    for i in range(0, len(y), chunk_size))
+        total = sum((F.cross_entropy((h[i:i + chunk_size].to(dtype) @ weight.to(dtype).T).float(),
+                                     y[i:i + chunk_size], reduction="sum")
+                     for i in range(0, len(y), chunk_size)), torch.zeros((), device=hidden.device))
     n = num_items_in_batch if num_items_in_batch is not None else keep.sum()
     return total / (n.to(total.device) if torch.is_tensor(n) else n)
 
