@@ -19,7 +19,7 @@ from transformers.trainer_utils import SaveStrategy
 from . import speed, train_full
 from .cli import command
 from .data import load_rows, shared_dir, split_rows, to_messages, validate_rows
-from .model import TINY_SIZES, load_tokenizer, tiny_qwen3
+from .model import TINY_SIZES, eval_mode, load_tokenizer, tiny_qwen3, unwrap_peft
 
 # %% ../nbs/02b_bench.ipynb #b8a7b9a0
 @dataclass
@@ -124,7 +124,7 @@ def matmul_peak(device="cpu", # where to time
 
 def matmul_params(model)->tuple: # (weights in the decoder's linear layers, weights of the output layer)
     "The parameters that take part in matrix multiplications, per token: decoder and output layer."
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_peft(model)
     dec = sum(m.weight.numel() for m in base.get_decoder().modules() if isinstance(m, torch.nn.Linear))
     return dec, base.get_output_embeddings().weight.numel()
 
@@ -171,17 +171,15 @@ def heldout_loss(model, # a causal LM
                  examples:list, # dicts with `input_ids` and `labels`
                 )->float: # nats per supervised token
     "The loss on `examples`, summed over their supervised tokens and divided by their count, one at a time."
-    was = model.training
-    model.eval()
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    total, n = 0.0, 0
-    for e in examples:
-        ids, lab = (torch.tensor([e[k]], device=base.device) for k in ("input_ids", "labels"))
-        hidden = base.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
-        k = int((lab[:, 1:] != -100).sum())
-        if k: total += speed.linear_cross_entropy(hidden, lab, base.get_output_embeddings().weight).item() * k
-        n += k
-    model.train(was)
+    base, total, n = unwrap_peft(model), 0.0, 0
+    with eval_mode(model):
+        for e in examples:
+            ids, lab = (torch.tensor([e[k]], device=base.device) for k in ("input_ids", "labels"))
+            hidden = base.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
+            k = int((lab[:, 1:] != -100).sum())
+            weight = base.get_output_embeddings().weight
+            if k: total += speed.linear_cross_entropy(hidden, lab, weight).item() * k
+            n += k
     return total / max(n, 1)
 
 def bench_one(name:str, # a key of `PATHS`

@@ -7,10 +7,11 @@ __all__ = ['IM_START_ID', 'IM_END_ID', 'PAD_ID', 'THINK_START_ID', 'THINK_END_ID
            'CHAT_TEMPLATE', 'QWEN3_GENERATION', 'COMPLETE_FILE', 'RUN_CONFIG', 'TINY_SIZES', 'decide_device',
            'pick_device', 'embedded_tokenizer_dir', 'embedded_tokenizer', 'finish_folder', 'save_model_folder',
            'mark_complete', 'is_complete', 'in_training_run', 'check_complete', 'qwen3_config', 'tiny_qwen3',
-           'default_local_dir', 'download_model', 'load_tokenizer', 'load_model_and_tokenizer', 'medsft_download']
+           'default_local_dir', 'download_model', 'load_tokenizer', 'load_model_and_tokenizer', 'eval_mode',
+           'unwrap_peft', 'medsft_download']
 
 # %% ../nbs/01_model.ipynb #2af4fa7d
-import hashlib, json, os, re, shutil, tempfile, warnings
+import contextlib, hashlib, json, os, re, shutil, tempfile, warnings
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -417,6 +418,19 @@ def _loaded(folder, load):
     except Exception as e:
         why = " ".join(str(e).split())
         raise ValueError(f"{folder}: cannot load the model ({type(e).__name__}: {why})") from e
+
+# %% ../nbs/01_model.ipynb #0e7bffd7
+@contextlib.contextmanager
+def eval_mode(model): # a `torch.nn.Module`; the block gets it back
+    "Eval mode (no dropout) inside the block; the module's own train/eval mode is back afterwards, even on error."
+    was = model.training
+    model.eval()
+    try: yield model
+    finally: model.train(was)
+
+def unwrap_peft(model): # a transformers model, or a `PeftModel` wrapping one
+    "The transformers model under a PEFT wrapper (`get_base_model`), or `model` itself."
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 # %% ../nbs/01_model.ipynb #0f5c92fe
 @command()

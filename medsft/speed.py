@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from transformers import DataCollatorWithFlattening, Trainer
 
 from .data import DataReport, cache_dir, tokenize_rows
+from .model import eval_mode, unwrap_peft
 
 # %% ../nbs/02a_speed.ipynb #0161db27
 def _cpuinfo(key:str)->str|None:
@@ -96,7 +97,7 @@ def linear_cross_entropy(hidden:torch.Tensor, # (batch, seq_len, hidden_size) de
 # %% ../nbs/02a_speed.ipynb #a53b2e47
 def _output_layer(model):
     "(decoder, lm_head weight) of a causal LM or a `PeftModel`; None if the chunked loss cannot apply."
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_peft(model)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     cfg = getattr(base, "config", None)
     softcap, scale = getattr(cfg, "final_logit_softcapping", None), getattr(cfg, "logit_scale", None)
@@ -141,15 +142,14 @@ def packed_logits_gap(model, # a causal LM, in the attention implementation to c
                       use_cache:bool=False, # True shows what goes wrong with a KV cache
                      )->float: # the largest absolute logit difference between packed and one-by-one
     "How far the logits of `examples` packed into one row are from those of each run alone (0: no leak)."
-    was = model.training
-    model.eval()
     b = pack_collator()([{"input_ids": e["input_ids"]} for e in examples])
     dev = model.device
-    packed = model(input_ids=b["input_ids"].to(dev), position_ids=b["position_ids"].to(dev),
-                   use_cache=use_cache).logits[0]
-    alone = torch.cat([model(input_ids=torch.tensor([e["input_ids"]], device=dev), use_cache=False).logits[0]
-                       for e in examples])  # the packed row's positions, example by example
-    model.train(was)
+    with eval_mode(model):
+        packed = model(input_ids=b["input_ids"].to(dev), position_ids=b["position_ids"].to(dev),
+                       use_cache=use_cache).logits[0]
+        alone = torch.cat([model(input_ids=torch.tensor([e["input_ids"]], device=dev),
+                                 use_cache=False).logits[0]
+                           for e in examples])  # the packed row's positions, example by example
     return (packed - alone).abs().max().item()
 
 # %% ../nbs/02a_speed.ipynb #d543fd79
