@@ -484,8 +484,7 @@ def format_scores(model, # a causal LM
     think, end, loss, n = [], [], 0.0, 0
     for i in range(0, len(ex), batch_size):
         b = collate([{k: e[k] for k in ("input_ids", "attention_mask", "labels")}
-                     for e in ex[i:i + batch_size]])
-        b = {k: v.to(model.device) for k, v in b.items()}
+                     for e in ex[i:i + batch_size]]).to(model.device)
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
         labels = b["labels"]
         loss += torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:],
