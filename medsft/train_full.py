@@ -8,8 +8,8 @@ __all__ = ['TrainConfig', 'run_config', 'write_run_config', 'train_precision', '
            'predict_rows', 'plot_losses', 'run_sft', 'train_full', 'format_scores', 'reference_example', 'medsft_train']
 
 # %% ../nbs/02_train_full.ipynb #93a4aa84
-import collections, contextlib, importlib.util, io, json, math, os, shutil, signal, statistics, sys, time
-import warnings
+import collections, contextlib, functools, importlib.util, io, json, math, os, shutil, signal, statistics, sys
+import time, warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,8 +32,7 @@ from .model import (COMPLETE_FILE, DEFAULT_BASE, IM_END_ID, RUN_CONFIG, THINK_EN
 # %% ../nbs/02_train_full.ipynb #6700c24e
 @dataclass
 class TrainConfig(TrainingArguments):
-    ("One SFT run: every `transformers.TrainingArguments` field, the reference `train.py`'s defaults, "
-     "and medsft's own.")
+    "One SFT run: every `TrainingArguments` field, the reference `train.py`'s defaults, and medsft's own."
     model:str=DEFAULT_BASE # base model folder, ModelScope id, `checkpoint-N` folder or embedded `tiny-qwen3`
     train_file:str="train.jsonl" # question/think/answer rows: a `load_rows` file, `sample` or a list of dicts
     val_file:str="val.jsonl" # eval rows, same forms; ""/None: `load_split` splits `val_frac` off `train_file`
@@ -96,13 +95,14 @@ def _yaml_value(k:str, v):
     if isinstance(v, list) and v and isinstance(v[0], dict): return f"<{len(v)} rows>"
     return v
 
+_no_gpu = functools.cache(lambda: pick_device(None)[0] == "cpu")  # a CUDA query: asked once per process
+
 def run_config(cfg)->dict: # field -> plain value (YAML/JSON-ready)
-    ("Every init field of `cfg` (a `TrainConfig`) but `overwrite`/`resume` (and an implied `use_cpu`), "
-     "enums as their values, tokens left out, row lists as a count.")
+    "`cfg`'s init fields but `overwrite`/`resume` (and an implied `use_cpu`); enums as values, no tokens."
     # overwrite/resume say what to do with the folder this time, not how to train (a config read back with
     # --resume must not also say overwrite); use_cpu on a machine without a usable GPU is implied, not chosen
-    # (written, it would pin a later GPU run to the CPU)
-    skip = {"overwrite", "resume"} | ({"use_cpu"} if pick_device(None)[0] == "cpu" else set())
+    # (written, it would pin a later GPU run to the CPU); row lists are written as a count
+    skip = {"overwrite", "resume"} | ({"use_cpu"} if _no_gpu() else set())
     return {k: _yaml_value(k, v) for k, v in cfg.to_dict().items() if k not in skip}
 
 def write_run_config(cfg, # a `TrainConfig` (or subclass)
@@ -121,8 +121,7 @@ def train_precision(device:str, # the device `pick_device` chose
                    )->tuple: # (weight dtype, autocast: None, "fp16" or "bf16")
     "The dtype to load the weights in and the autocast mode; fp32 master weights unless `pure_bf16`."
     if dtype == torch.float16:
-        if device == "cpu":
-            raise ValueError("fp16 training on CPU is not supported: use dtype fp32 (or bf16)")
+        if device == "cpu": raise ValueError("fp16 training on CPU is not supported: use dtype fp32 or bf16")
         return torch.float32, "fp16"
     if dtype == torch.bfloat16:
         if not pure_bf16: return torch.float32, "bf16"
@@ -144,22 +143,18 @@ def check_output_dir(output_dir, # where the run writes
                      overwrite:bool=False, # allow a non-empty folder; its `checkpoint-N` folders are deleted
                      resume:bool=False, # continue from the newest complete `checkpoint-N`
                     )->str: # the checkpoint to resume from, or None
-    ("Refuse a non-empty `output_dir` unless `overwrite` or `resume`; "
-     "remove incomplete checkpoints before a resume.")
+    "Refuse a non-empty `output_dir` unless `overwrite` or `resume`; a resume removes incomplete checkpoints."
     out = Path(output_dir)
     if overwrite and resume: raise ValueError("choose one of overwrite and resume")
     if resume:
-        # a run of this version: its checkpoints carry completion markers
-        marked = (out / RUN_CONFIG).exists()
-        ckpts = _checkpoints(out) if out.is_dir() else []
-        for c in ckpts:
-            if marked and not is_complete(c):
-                print(f"skipping {c.name}: incomplete (the run was killed while writing it); removed")
-                shutil.rmtree(c)
-        last = next((str(c) for c in reversed(ckpts) if c.exists()), None)
-        if last is None:
+        if (out / RUN_CONFIG).exists():  # a run of this version: its checkpoints carry completion markers
+            for c in _checkpoints(out):
+                if not is_complete(c):
+                    print(f"skipping {c.name}: incomplete (the run was killed while writing it); removed")
+                    shutil.rmtree(c)
+        if not (ckpts := _checkpoints(out)):
             raise FileNotFoundError(f"{out}: no complete {PREFIX_CHECKPOINT_DIR}-N folder to resume from")
-        return last
+        return str(ckpts[-1])
     # what a run that stopped before its first checkpoint (bad data, Ctrl-C) leaves: no --overwrite needed
     started = {RUN_CONFIG, "split.json", "swanlog"}
     if out.is_dir() and any(p.name not in started for p in out.iterdir()):
@@ -204,8 +199,7 @@ def build_datasets(cfg:TrainConfig, # train/val_file, val_frac, seed, max_length
                    tokenizer, # the model's tokenizer (with its chat template)
                    split_file=None, # where to record the split (`row_key` of every row used); None: no record
                   )->tuple: # (train examples, eval examples, validation rows)
-    ("Load, split and tokenize the rows; "
-     "`ValueError` when no row has a supervised token or the eval file overlaps.")
+    "Load, split, tokenize the rows; `ValueError` if no row has a supervised token or the eval file overlaps."
     if cfg.val_file:
         rows, val_rows = _rows(cfg.train_file, "train"), _rows(cfg.val_file, "val")
         _check_overlap(rows, val_rows, cfg)
@@ -227,8 +221,7 @@ def build_datasets(cfg:TrainConfig, # train/val_file, val_frac, seed, max_length
 
 # %% ../nbs/02_train_full.ipynb #993f35fd
 def _fault(where:str, step:int):
-    ("Fault injection for the kill-and-resume tests: "
-     "`MEDSFT_FAULT=save:N` or `step:N` SIGKILLs this process there.")
+    "Kill-and-resume tests' fault injection: `MEDSFT_FAULT=save:N` or `step:N` SIGKILLs this process there."
     if os.environ.get("MEDSFT_FAULT") == f"{where}:{step}":
         sys.stdout.flush()
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
@@ -237,8 +230,7 @@ class _FaultAtStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs): _fault("step", state.global_step)
 
 class MedsftTrainer(SFTTrainer):
-    ("`SFTTrainer` (a `Trainer`) whose `checkpoint-N` folders load anywhere "
-     "and are marked complete before rotation.")
+    "`SFTTrainer` (a `Trainer`) whose `checkpoint-N` folders load anywhere, marked complete before rotation."
     def __init__(self, *args, base_model=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.base_model = base_model  # folder whose generation_config.json the checkpoints start from
@@ -257,14 +249,12 @@ class MedsftTrainer(SFTTrainer):
         mark_complete(finish_folder(ckpt, self.processing_class, self.base_model))
         rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
 
-
 # %% ../nbs/02_train_full.ipynb #ecadff27
 class LossGuard(TrainerCallback):
     "Warn loudly when a logged `loss` or `eval_loss` is exactly 0 or NaN."
     def on_log(self, args, state, control, logs=None, **kwargs):
         for k in ("loss", "eval_loss"):
-            v = (logs or {}).get(k)
-            if v is not None and (v == 0 or math.isnan(v)):
+            if (v := (logs or {}).get(k)) is not None and (v == 0 or math.isnan(v)):
                 msg = (f"{k} = {v} at step {state.global_step}: training is broken (no supervised tokens, "
                        f"or fp16 overflow); stop the run and check the labels and the precision")
                 print(f"\n{'!' * 20} {msg} {'!' * 20}", file=sys.stderr)
@@ -278,14 +268,12 @@ def swanlab_mode(mode:str=None)->str: # "online", "offline", "local" or "disable
     m = {"cloud": "online"}.get(m, m)
     if m not in ("online", "offline", "local", "disabled"):
         raise ValueError(f"swanlab mode {m!r}: use online, offline, local or disabled")
-    # `local` needs swanboard
-    if m == "local" and importlib.util.find_spec("swanboard") is None: m = "offline"
+    if m == "local" and importlib.util.find_spec("swanboard") is None: m = "offline"  # it needs swanboard
     return m
 
 def start_swanlab(cfg:TrainConfig, # swanlab_mode, swanlab_project, run_name, swanlab_dir, output_dir
                  ): # a `SwanLabCallback` for `Trainer`, or None when disabled
-    ("Start a SwanLab run that never prompts (offline unless a key is set), "
-     "with the effective run config logged.")
+    "Start a SwanLab run that never prompts (offline unless a key is set), logging the effective run config."
     mode = swanlab_mode(cfg.swanlab_mode)
     if mode == "disabled": return None
     import swanlab
@@ -325,8 +313,7 @@ def build_trainer(cfg:TrainConfig, # the run settings
                   callbacks:list=(), # extra `TrainerCallback`s
                   base_model=None, # folder whose `generation_config.json` checkpoints start from
                  )->Trainer:
-    ("The `MedsftTrainer` for `cfg` (its `TrainingArguments`, with the precision decided): "
-     "packed or -100-padded batches.")
+    "A `MedsftTrainer` for `cfg` (as `TrainingArguments`, precision decided): packed or -100-padded batches."
     no_eval = {} if eval_ds else dict(eval_strategy="no", eval_on_start=False)
     args = replace(cfg, bf16=autocast == "bf16", fp16=autocast == "fp16",  # `cfg` is the `TrainingArguments`
                    use_cpu=cfg.use_cpu or model.device.type == "cpu", **no_eval)
@@ -365,21 +352,20 @@ def plot_losses(log_history:list, # `trainer.state.log_history` (or `train_summa
                 path=None, # save the figure here as PNG (e.g. `loss.png`); None: only return it
                 title:str=None, # figure title
                ): # a `matplotlib.figure.Figure`
-    ("Training and evaluation loss against the optimizer step; "
-     "beside them the format top-1 rates, when logged.")
+    "Training and evaluation loss against the optimizer step; beside them the format top-1 rates, if logged."
     from matplotlib.figure import Figure
     pts = lambda key: [(h["step"], h[key]) for h in log_history if h.get(key) is not None]
+    label = dict(loss="train", eval_loss="eval", eval_think_top1="</think>", eval_im_end_top1="<|im_end|>")
     rates = [k for k in ("eval_think_top1", "eval_im_end_top1") if pts(k)]
     fig = Figure(figsize=(8 if rates else 5, 3), dpi=80)
     ax = fig.add_subplot(1, 2 if rates else 1, 1)
     for key, style in (("loss", "-"), ("eval_loss", "o--")):
-        if pts(key): ax.plot(*zip(*pts(key)), style, label={"loss": "train", "eval_loss": "eval"}[key])
+        if pts(key): ax.plot(*zip(*pts(key)), style, label=label[key])
     ax.set(xlabel="optimizer step", ylabel="loss (nats/token)", title=title)
     ax.legend()
     if rates:
         ax2 = fig.add_subplot(1, 2, 2)
-        for key in rates: ax2.plot(*zip(*pts(key)), "o-", label={"eval_think_top1": "</think>",
-                                                                  "eval_im_end_top1": "<|im_end|>"}[key])
+        for key in rates: ax2.plot(*zip(*pts(key)), "o-", label=label[key])
         ax2.set(xlabel="optimizer step", ylabel="top-1 where it belongs", ylim=(-0.05, 1.05),
                 title="format (eval)")
         ax2.legend()
@@ -390,8 +376,7 @@ def plot_losses(log_history:list, # `trainer.state.log_history` (or `train_summa
 def run_sft(cfg:TrainConfig, # the run settings
             wrap_model=None, # `(model, cfg) -> model`, e.g. a PEFT wrapper; None: full-parameter training
            )->Path: # the final folder (`cfg.output_dir`)
-    ("Run one SFT job end to end (see above); full-parameter unless `wrap_model`. "
-     "Only the main process prints and writes.")
+    "Run an SFT job (see above), full-parameter unless `wrap_model`; only the main process prints and writes."
     want = cfg.dtype or ("bf16" if cfg.bf16 else "fp16" if cfg.fp16 else None)
     device, dtype, reason = pick_device(None, want)  # the reason says why when no GPU is usable
     if cfg.use_cpu and device != "cpu": device, dtype, reason = pick_device("cpu", want)
@@ -435,6 +420,7 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
     set_seed(cfg.seed)  # a reproducible adapter initialisation
     if wrap_model is not None: model = wrap_model(model, cfg)
     swan = start_swanlab(cfg) if state.is_main_process else None
+    if swan: import swanlab
     try:
         callbacks = [LossGuard()] + ([swan] if swan else [])
         trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_ds, autocast, callbacks, base)
@@ -450,24 +436,19 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
         preds = predict_rows(model, tokenizer, val_rows[:cfg.num_predict], cfg.max_new_tokens, cfg.system)
         for p in preds: print(f"Q: {p['question']}\nA: {p['text']}\n")
         if swan and preds:
-            import swanlab
             swanlab.log({"Prediction": [swanlab.Text(f"Q: {p['question']}\nA: {p['text']}") for p in preds]})
     finally:
-        if swan:
-            import swanlab
-            swanlab.finish()
+        if swan: swanlab.finish()
     hist = trainer.state.log_history
     last = next((h for h in reversed(hist) if "loss" in h), {})
     s = dict(steps=trainer.state.global_step, tokens=trainer.state.num_input_tokens_seen,
              seconds=round(time.time() - t0, 1), train_loss_mean=result.training_loss,
              last_logged_loss=last.get("loss"), last_logged_step=last.get("step"),
-             eval_loss=metrics.get("eval_loss"), eval_think_top1=metrics.get("eval_think_top1"),
-             eval_im_end_top1=metrics.get("eval_im_end_top1"), output_dir=str(out), resumed_from=resume_from,
-             device=device,
-             weights=str(weights)[6:], autocast=autocast,
+             **{k: metrics.get(k) for k in ("eval_loss", "eval_think_top1", "eval_im_end_top1")},
+             output_dir=str(out), resumed_from=resume_from, device=device, weights=str(weights)[6:],
+             autocast=autocast,
              predictions=[{k: p[k] for k in ("question", "text", "finished", "stop_token_id")}
-                          for p in preds],
-             log_history=hist)
+                          for p in preds], log_history=hist)
     if state.is_main_process:
         (out/"train_summary.json").write_text(json.dumps(s, ensure_ascii=False, indent=1), encoding="utf-8")
         try: plot_losses(hist, out/"loss.png", title=cfg.run_name)
@@ -494,8 +475,7 @@ def format_scores(model, # a causal LM
                   system:str=DEFAULT_SYSTEM_PROMPT, # for rows
                   batch_size:int=4, # examples per forward pass
                  )->dict: # n, think_top1, im_end_top1 (row shares), their median rank, eval_loss (nats/token)
-    ("Teacher-forced format check: is `</think>`/`<|im_end|>` the top-1 prediction where it belongs, "
-     "and the eval loss.")
+    "Teacher-forced format check: is `</think>`/`<|im_end|>` top-1 where it belongs? Also the eval loss."
     tokenized = rows and "input_ids" in rows[0]
     ex = rows if tokenized else tokenize_rows(rows, tokenizer, max_length, truncation, system=system)[0]
     collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
@@ -504,8 +484,7 @@ def format_scores(model, # a causal LM
     think, end, loss, n = [], [], 0.0, 0
     for i in range(0, len(ex), batch_size):
         b = collate([{k: e[k] for k in ("input_ids", "attention_mask", "labels")}
-                     for e in ex[i:i + batch_size]])
-        b = {k: v.to(model.device) for k, v in b.items()}
+                     for e in ex[i:i + batch_size]]).to(model.device)
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
         labels = b["labels"]
         loss += torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:],
@@ -541,16 +520,14 @@ def reference_example(row:dict, # a row with question/think/answer
                       max_length:int=2048, # the reference's MAX_LENGTH
                       system:str=DEFAULT_SYSTEM_PROMPT, # the reference's instruction
                      )->dict: # input_ids, attention_mask, labels
-    ("NEGATIVE EXAMPLE, for comparison only: "
-     "a training example built the way the reference `train.py` builds it.")
+    "NEGATIVE EXAMPLE, for comparison only: a training example built the way the reference `train.py` does."
     prompt = tokenizer(f"<|im_start|>system\n{system}<|im_end|>\n"
                        f"<|im_start|>user\n{row['question']}<|im_end|>\n"
                        f"<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
     answer = tokenizer(f"<think>{row['think']}</think> \n {row['answer']}",
                        add_special_tokens=False)["input_ids"]
     ids = (prompt + answer + [tokenizer.pad_token_id])[:max_length]  # pad token as "terminator"
-    # truncated from the right
-    labels = ([-100] * len(prompt) + answer + [tokenizer.pad_token_id])[:max_length]
+    labels = ([-100] * len(prompt) + answer + [tokenizer.pad_token_id])[:max_length]  # cut from the right
     return dict(input_ids=ids, attention_mask=[1] * len(ids), labels=labels)
 
 # %% ../nbs/02_train_full.ipynb #35ce192c

@@ -40,19 +40,17 @@ def wrap_lora(model, # a prepared causal LM (see `medsft.train_full.prepare_mode
               cfg:LoraTrainConfig, # `r`, `lora_alpha`, `lora_dropout`, `target_modules`, `modules_to_save`
              ): # a `PeftModel`; ValueError for LoRA on tied embeddings
     "Wrap `model` with a LoRA adapter for causal LM training and print the trainable share."
-    targets = (cfg.target_modules if isinstance(cfg.target_modules, str)  # "all-linear" too
-               else list(cfg.target_modules))
+    targets = cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
     if targets == ["all-linear"]: targets = "all-linear"  # `--target-modules all-linear` gives a list
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     if tied and (bad := TIED & set([targets] if isinstance(targets, str) else targets)):
         raise ValueError(f"target_modules {sorted(bad)}: this model ties embed_tokens and lm_head, "
                          f"and LoRA adapters on a tied matrix do not merge correctly; "
                          f"train it in full with modules_to_save=['lm_head'] instead")
-    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.lora_alpha,
-                      lora_dropout=cfg.lora_dropout, target_modules=targets,
-                      modules_to_save=cfg.modules_to_save,
-                      ensure_weight_tying=tied and bool(TIED & set(cfg.modules_to_save or [])))
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, LoraConfig(
+        task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=targets, modules_to_save=cfg.modules_to_save,
+        ensure_weight_tying=tied and bool(TIED & set(cfg.modules_to_save or []))))
     trainable, total = model.get_nb_trainable_parameters()
     print(f"LoRA r={cfg.r}, alpha={cfg.lora_alpha}: {trainable:,} trainable of {total:,} parameters "
           f"({100 * trainable / total:.2f}%)")
