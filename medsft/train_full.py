@@ -27,7 +27,8 @@ from .data import (DEFAULT_SYSTEM_PROMPT, _check_options, load_rows, load_split,
 from .inference import Predictor
 from .speed import SFTTrainer, checkpointing_needed, pack_collator, tokenize_cached
 from .model import (COMPLETE_FILE, DEFAULT_BASE, IM_END_ID, RUN_CONFIG, THINK_END_ID,
-                          finish_folder, is_complete, load_model_and_tokenizer, mark_complete, pick_device)
+                          eval_mode, finish_folder, is_complete, load_model_and_tokenizer, mark_complete,
+                          pick_device)
 
 # %% ../nbs/02_train_full.ipynb #6700c24e
 @dataclass
@@ -331,10 +332,9 @@ def predict_rows(model, # a causal LM (or `PeftModel`), in training or eval mode
                 )->list: # `Predictor.generate` records with the `question` added
     "Greedy answers to the rows' questions through `medsft.inference.Predictor`, in batches, KV cache on."
     if not rows: return []
-    was = model.training
-    recs = Predictor((model, tokenizer)).generate([r["question"] for r in rows], max_new_tokens,
-                                                   system=system, do_sample=False, use_cache=True)
-    model.train(was)
+    with eval_mode(model):
+        recs = Predictor((model, tokenizer)).generate([r["question"] for r in rows], max_new_tokens,
+                                                       system=system, do_sample=False, use_cache=True)
     return [dict(question=r["question"], **rec) for r, rec in zip(rows, recs)]
 
 # %% ../nbs/02_train_full.ipynb #ca0f2005
@@ -479,23 +479,22 @@ def format_scores(model, # a causal LM
     tokenized = rows and "input_ids" in rows[0]
     ex = rows if tokenized else tokenize_rows(rows, tokenizer, max_length, truncation, system=system)[0]
     collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
-    was = model.training
-    model.eval()
     think, end, loss, n = [], [], 0.0, 0
-    for i in range(0, len(ex), batch_size):
-        b = collate([{k: e[k] for k in ("input_ids", "attention_mask", "labels")}
-                     for e in ex[i:i + batch_size]]).to(model.device)
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
-        labels = b["labels"]
-        loss += torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:],
-                                                  reduction="sum").item()
-        n += int((labels[:, 1:] != -100).sum())
-        for lg, lb in zip(logits, labels):
-            sup = (lb != -100).nonzero().flatten().tolist()
-            if t := [p for p in sup if lb[p] == THINK_END_ID]: think.append(_rank(lg[t[0] - 1], THINK_END_ID))
-            e = [p for p in sup if lb[p] == IM_END_ID]
-            end.append(_rank(lg[(e[0] if e else sup[-1]) - 1], IM_END_ID))
-    model.train(was)
+    with eval_mode(model):
+        for i in range(0, len(ex), batch_size):
+            b = collate([{k: e[k] for k in ("input_ids", "attention_mask", "labels")}
+                         for e in ex[i:i + batch_size]]).to(model.device)
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
+            labels = b["labels"]
+            loss += torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:],
+                                                      reduction="sum").item()
+            n += int((labels[:, 1:] != -100).sum())
+            for lg, lb in zip(logits, labels):
+                sup = (lb != -100).nonzero().flatten().tolist()
+                if t := [p for p in sup if lb[p] == THINK_END_ID]:
+                    think.append(_rank(lg[t[0] - 1], THINK_END_ID))
+                e = [p for p in sup if lb[p] == IM_END_ID]
+                end.append(_rank(lg[(e[0] if e else sup[-1]) - 1], IM_END_ID))
     top1 = lambda rs: sum(r == 1 for r in rs) / len(rs) if rs else None
     return dict(n=len(ex), think_top1=top1(think), im_end_top1=top1(end),
                 think_median_rank=statistics.median(think) if think else None,
