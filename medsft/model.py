@@ -408,7 +408,8 @@ def load_model_and_tokenizer(path_or_id, # `TINY`, a model/checkpoint/adapter fo
     model = _loaded(model_dir, lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype))
     model = model.to(device)
     if adapter: model = _loaded(folder, lambda: PeftModel.from_pretrained(model, folder)).to(device)
-    if model.generation_config.pad_token_id is None: model.generation_config.pad_token_id = tok.pad_token_id
+    for cfg in (model.config, model.generation_config):  # Qwen3's config.json has no pad_token_id
+        if cfg.pad_token_id is None: cfg.pad_token_id = tok.pad_token_id  # else Trainer sets it, noisily
     return model, tok
 
 def _loaded(folder, load):
