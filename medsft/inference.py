@@ -429,8 +429,8 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
     if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     read = DataReport()  # unparsable lines, skipped only with `skip_bad_rows`
     rows = load_rows(val_file, skip_bad_lines=skip_bad_rows, report=read)[:n]
-    lines = (read_jsonl(val_file, with_lines=True, skip_bad_lines=skip_bad_rows)[1][:n]
-             if str(val_file).endswith(".jsonl") else [])
+    try: lines = read_jsonl(val_file, with_lines=True, skip_bad_lines=skip_bad_rows)[1][:n]
+    except DataError: lines = []  # e.g. a .jsonl file holding one JSON array
     lines = lines if len(lines) == len(rows) else []  # []: not one JSON object per line, so no line numbers
     rows, report = check_rows(rows, ("question", "answer"), str(val_file), lines, skip=skip_bad_rows)
     if not rows: raise DataError(f"{val_file}: no rows to evaluate")

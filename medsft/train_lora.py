@@ -43,14 +43,16 @@ def wrap_lora(model, # a prepared causal LM (see `medsft.train_full.prepare_mode
     targets = cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
     if targets == ["all-linear"]: targets = "all-linear"  # `--target-modules all-linear` gives a list
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    if tied and (bad := TIED & set([targets] if isinstance(targets, str) else targets)):
-        raise ValueError(f"target_modules {sorted(bad)}: this model ties embed_tokens and lm_head, "
-                         f"and LoRA adapters on a tied matrix do not merge correctly; "
-                         f"train it in full with modules_to_save=['lm_head'] instead")
     model = get_peft_model(model, LoraConfig(
         task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         target_modules=targets, modules_to_save=cfg.modules_to_save,
         ensure_weight_tying=tied and bool(TIED & set(cfg.modules_to_save or []))))
+    # checked on what PEFT wrapped: names, suffixes and regular expressions alike
+    lora_on = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if hasattr(m, "lora_A")}
+    if tied and (bad := TIED & lora_on):
+        raise ValueError(f"target_modules {sorted(bad)}: this model ties embed_tokens and lm_head, "
+                         f"and LoRA adapters on a tied matrix do not merge correctly; "
+                         f"train it in full with modules_to_save=['lm_head'] instead")
     trainable, total = model.get_nb_trainable_parameters()
     print(f"LoRA r={cfg.r}, alpha={cfg.lora_alpha}: {trainable:,} trainable of {total:,} parameters "
           f"({100 * trainable / total:.2f}%)")
