@@ -423,7 +423,7 @@ def _loaded(folder, load):
 # %% ../nbs/01_model.ipynb #0e7bffd7
 @contextlib.contextmanager
 def eval_mode(model): # a `torch.nn.Module`; the block gets it back
-    "Eval mode (no dropout) inside the block; the module's own train/eval mode is back afterwards, even on error."
+    "Eval mode (no dropout) inside the block; the previous train/eval mode is restored, even on error."
     was = model.training
     model.eval()
     try: yield model
