@@ -13,7 +13,7 @@ rm -rf "$out"
 step() { printf '\n== %s\n' "$*"; }
 
 step "1/5 data: the built-in sample rows, split 90/10 with seed 42 (medsft_data)"
-medsft_data --source sample --out_dir "$out/data"
+medsft_data --source sample --output-dir "$out/data"
 
 step "2/5 base model: a tiny random Qwen3 with the real Qwen3 tokenizer (medsft.model.tiny_qwen3)"
 # untied embeddings: a 64-wide tiny model learns the format much faster so (see nbs/01_model.ipynb)
@@ -29,7 +29,7 @@ medsft_train "${common[@]}" --model "$out/base" --output-dir "$out/full" --max-s
 step "4/5 LoRA SFT on top of that model (medsft_train_lora), then merge it (medsft_merge)"
 medsft_train_lora "${common[@]}" --model "$out/full" --output-dir "$out/lora" --max-steps 20 --learning-rate 3e-3 \
   --eval-steps 20 --save-steps 20
-medsft_merge --adapter-dir "$out/lora" --out-dir "$out/merged"
+medsft_merge --adapter-dir "$out/lora" --output-dir "$out/merged"
 
 step "5/5 predictions of the merged model, greedy (medsft.inference.predict)"
 python - "$out/merged" <<'PY'

@@ -80,6 +80,14 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 class _Parser(argparse.ArgumentParser):
     "An `ArgumentParser` whose usage errors are one line on stderr (exit 2); a typo gets the nearest flag."
+    needed = ()  # (dest, flag) of required options that have aliases: argparse checks each spelling alone
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        if missing := [flag for dest, flag in self.needed if not hasattr(ns, dest)]:
+            self.error(f"the following arguments are required: {', '.join(missing)}")
+        return ns, rest
+
     def error(self, message):
         if message.startswith("unrecognized arguments: "):
             word = message.split(": ", 1)[1].split()[0].split("=")[0]
@@ -90,13 +98,26 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(spec, # a function with docments, or a config dataclass
                  prog:str=None, # the command name
                  short:dict=None, # short flags, e.g. `{"input": "-i"}`
+                 aliases:dict=None, # older spellings, accepted but not shown, e.g. `{"output_dir": ["--out-dir"]}`
                 )->argparse.ArgumentParser:
-    "One option per field: `--dashed-name` shown in `--help`, `--underscored_name` accepted too."
+    ("One option per field: `--dashed-name` shown in `--help`, `--underscored_name` accepted too; fields that a "
+     "dataclass inherits from another package (`TrainingArguments`) are listed last, in a group of their own.")
+    dc = dataclasses.is_dataclass(spec)
     p = _Parser(prog=prog, description=inspect.getdoc(spec), formatter_class=_Formatter,
+                usage="%(prog)s [--config FILE] [options]" if dc else None,  # not hundreds of usage lines
                 allow_abbrev=False)  # no guessing: a typo gets the nearest flag instead
-    if dataclasses.is_dataclass(spec):
+    groups, foreign = {}, set()  # field -> a base class of another package declaring it last; its fields
+    if dc:
         p.add_argument("--config", help="a YAML or JSON file with the fields below; flags override it")
-    for f in flags_of(spec):
+        own = lambda c: c.__module__.split(".")[0] == spec.__module__.split(".")[0]
+        for c in reversed(spec.__mro__):  # the class that declares each field; a subclass's redefinition wins
+            for n in vars(c).get("__annotations__", {}):
+                groups[n] = c
+                if not own(c): foreign.add(n)
+        groups = {n: c for n, c in groups.items() if not own(c)}
+    passed = {c: p.add_argument_group(f"{c.__module__.split('.')[0]}.{c.__name__} options, passed through")
+              for c in dict.fromkeys(groups.values())}
+    for f in sorted(flags_of(spec), key=lambda f: f.name in foreign):  # own fields, then redefined ones
         t, nargs, choices = _convert(f.type)
         text = (f.help + ("" if f.default is None else f" (default: {f.default})")).replace("%", "%%")
         kw = dict(dest=f.name, default=argparse.SUPPRESS, required=f.required)
@@ -104,8 +125,12 @@ def build_parser(spec, # a function with docments, or a config dataclass
         else: kw |= dict(type=t, nargs=nargs, choices=choices, metavar=f.name.upper(),
                          action="extend" if nargs else "store")
         shown = [short[f.name]] if f.name in (short or {}) else []
-        p.add_argument(*shown, "--" + f.name.replace("_", "-"), help=text, **kw)
-        if "_" in f.name: p.add_argument("--" + f.name, help=argparse.SUPPRESS, **{**kw, "required": False})
+        g = passed[groups[f.name]] if f.name in groups else p
+        hidden = ["--" + f.name] * ("_" in f.name) + (aliases or {}).get(f.name, [])
+        if hidden and f.required:  # any spelling will do: checked after parsing
+            kw["required"], p.needed = False, (*p.needed, (f.name, "--" + f.name.replace("_", "-")))
+        g.add_argument(*shown, "--" + f.name.replace("_", "-"), help=text, **kw)
+        if hidden: g.add_argument(*hidden, help=argparse.SUPPRESS, **{**kw, "required": False})
     return p
 
 # %% ../nbs/00a_cli.ipynb #3bdfbe71
@@ -156,9 +181,10 @@ def parse_command(spec, # a function or a config dataclass
                   argv:list=None, # command-line words; None: `sys.argv[1:]`
                   prog:str=None, # the command name
                   short:dict=None, # short flags
+                  aliases:dict=None, # older spellings (see `build_parser`)
                  )->dict: # field -> value from the `--config` file, then the flags; defaults left out
     "Parse `argv` into the values of `spec`'s fields that were given; `spec`'s own defaults fill the rest."
-    given = vars(build_parser(spec, prog, short).parse_args(argv))
+    given = vars(build_parser(spec, prog, short, aliases).parse_args(argv))
     cfg = given.pop("config", None)
     return (read_config(cfg, spec) if cfg else {}) | given
 
@@ -170,6 +196,7 @@ def utf8_stdio():
 
 def command(spec=None, # a config dataclass; None: the decorated function's own parameters
             short:dict=None, # short flags, e.g. `{"checkpoint": "-c"}`
+            aliases:dict=None, # older spellings, accepted but not shown, e.g. `{"output_dir": ["--out-dir"]}`
            ): # a decorator
     "Make a function a console script: flags from `spec`; `OSError`, `ValueError`, `ImportError` exit 2."
     def deco(func):
@@ -177,7 +204,7 @@ def command(spec=None, # a config dataclass; None: the decorated function's own 
         def main(argv:list=None): # command-line words; None: `sys.argv[1:]`
             utf8_stdio()
             try:
-                values = parse_command(target, argv, prog, short)  # a bad --config file exits 2 as well
+                values = parse_command(target, argv, prog, short, aliases)  # a bad --config file exits 2 too
                 return func(spec(**values)) if spec else func(**values)
             except (OSError, ValueError, ImportError) as e:
                 if os.environ.get("MEDSFT_DEBUG"): raise
@@ -188,6 +215,6 @@ def command(spec=None, # a config dataclass; None: the decorated function's own 
         def _f(*args, **kwargs):
             if args or kwargs: return func(*args, **kwargs)  # called from Python
             main()  # a console script: its wrapper passes the result to sys.exit, so return None
-        _f.main, _f.parser, _f.spec = main, (lambda: build_parser(target, prog, short)), target
+        _f.main, _f.parser, _f.spec = main, (lambda: build_parser(target, prog, short, aliases)), target
         return _f
     return deco

@@ -16,16 +16,20 @@ from urllib.parse import urlparse
 from .cli import command
 
 # %% auto #0
-__all__ = ['DEFAULT_SYSTEM_PROMPT', 'DEFAULT_DATASET', 'DEFAULT_POLICIES', 'DataError', 'TooLongError', 'render_assistant',
-           'parse_assistant', 'shared_dir', 'register_shared_magic', 'read_jsonl', 'write_jsonl', 'read_file',
-           'normalize_rows', 'cache_dir', 'modelscope_unreachable', 'load_modelscope', 'sample_rows', 'load_rows',
-           'DataReport', 'validate_rows', 'check_rows', 'split_indices', 'split_rows', 'row_key', 'load_split',
-           'to_messages', 'format_row', 'tokenize_sft', 'label_spans', 'tokenize_rows', 'token_lengths',
-           'length_summary', 'prepare_data', 'medsft_data']
+__all__ = ['DEFAULT_SYSTEM_PROMPT', 'DEFAULT_DATASET', 'DEFAULT_CHECKPOINT', 'DEFAULT_MAX_NEW_TOKENS', 'DEFAULT_POLICIES',
+           'DataError', 'TooLongError', 'render_assistant', 'parse_assistant', 'shared_dir', 'register_shared_magic',
+           'read_jsonl', 'write_jsonl', 'read_file', 'normalize_rows', 'cache_dir', 'modelscope_unreachable',
+           'load_modelscope', 'sample_rows', 'load_rows', 'DataReport', 'validate_rows', 'check_rows', 'split_indices',
+           'split_rows', 'row_key', 'load_split', 'to_messages', 'format_row', 'tokenize_sft', 'label_spans',
+           'tokenize_rows', 'token_lengths', 'length_summary', 'prepare_data', 'medsft_data']
 
 # %% ../nbs/00_data.ipynb #242fc524
 DEFAULT_SYSTEM_PROMPT = "你是一个医学专家，你需要根据用户的问题，给出带有思考的回答。"
 DEFAULT_DATASET = "krisfu/delicate_medical_r1_data"
+DEFAULT_CHECKPOINT = "./output/Qwen3-1.7B/checkpoint-1084"  # the reference `predict.py`'s `-c` default
+# new tokens per answer in `predict`, `medsft_predict` and `medsft_eval`: the reference's `-m 256` cuts every thinking
+# answer short (the gold think blocks of delicate_medical_r1 have a median of 547 tokens); 1024 lets most finish
+DEFAULT_MAX_NEW_TOKENS = 1024
 
 class DataError(ValueError):
     "Bad input data: the message names the file, line, row or field."
@@ -43,13 +47,13 @@ def render_assistant(think:str, # reasoning text, "" for a non-thinking row
 
 def parse_assistant(text:str, # an assistant turn or generated text (special tokens removed)
                     strip:bool=True, # strip all surrounding whitespace; False: only the template's newlines
-                   )->dict: # think (str), answer (str), closed (False when a `<think>` was never closed)
+                   )->dict: # think, answer (str); closed: True (`</think>` came), False (never), None (no tags)
     "Split assistant text into think and answer with the rule of Qwen3's chat template."
     if "</think>" in text:
         parts = text.split("</think>")
         think, answer, closed = parts[0].split("<think>")[-1].strip("\n"), parts[-1].lstrip("\n"), True
     elif "<think>" in text: think, answer, closed = text.split("<think>", 1)[1].strip("\n"), "", False
-    else: think, answer, closed = "", text, True
+    else: think, answer, closed = "", text, None  # no think block at all: nothing was closed
     if strip: think, answer = think.strip(), answer.strip()
     return dict(think=think, answer=answer, closed=closed)
 
@@ -128,7 +132,9 @@ def write_jsonl(rows, # dicts to write
 _SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 def _data_files(path:Path)->list[Path]:
-    "The data files of a folder, in name order; `DataError` when there are none."
+    "The data files of a folder, in name order (a `medsft_data` output: its rows only); `DataError` if none."
+    if (path/"split_index.jsonl").exists() and (path/"report.json").exists():  # written by `prepare_data`:
+        return [path/f for f in ("train.jsonl", "val.jsonl") if (path/f).exists()]  # the other files repeat rows
     files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES)
     if not files: raise DataError(f"{path}: folder has no {'/'.join(_SUFFIXES)} files")
     return files
@@ -790,13 +796,13 @@ def length_summary(df:pd.DataFrame, # from `token_lengths`
 # %% ../nbs/00_data.ipynb #98fb7af7
 @delegates(load_split)
 def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", list of rows or HF dataset
-                 out_dir=".", # output folder
+                 output_dir=".", # output folder
                  **kwargs, # `load_split`'s options (`val_frac`, `seed`, ..., `tokenizer`: also length stats)
                 )->DataReport: # the report; `extra` holds the counts and the file paths
     "Load, validate, split and write train/val files in raw, reference-format and chat-messages form."
-    out = Path(out_dir)
+    out = Path(output_dir)
     if isinstance(source, (str, Path)) and Path(source).is_dir() and Path(source).resolve() == out.resolve():
-        raise DataError(f"out_dir {out} is the source folder: a second run would read its own output files")
+        raise DataError(f"output_dir {out} is the source folder: a second run would read its own output files")
     bound = inspect.signature(load_split).bind(source, **kwargs)
     bound.apply_defaults()  # one set of defaults: `load_split`'s
     a = bound.arguments
@@ -804,7 +810,7 @@ def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", l
     val_frac, seed, tokenizer, max_length, system = (a[k] for k in ("val_frac", "seed", "tokenizer",
                                                                     "max_length", "system"))
     try: out.mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise DataError(f"cannot create out_dir {out}: {e.strerror or e}") from None
+    except OSError as e: raise DataError(f"cannot create output_dir {out}: {e.strerror or e}") from None
     forms = {"": lambda r: r, "_format": lambda r: format_row(r, system),
              "_messages": lambda r: {"messages": to_messages(r, system)}}
     files = {name + k: write_jsonl([form(r) for r in part], out/f"{name}{k}.jsonl")
@@ -820,9 +826,9 @@ def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", l
     return rep
 
 # %% ../nbs/00_data.ipynb #0f9bdd7d
-@command()
+@command(short=dict(output_dir="-o"), aliases=dict(output_dir=["--out-dir", "--out_dir"]))
 def medsft_data(source:str=DEFAULT_DATASET, # file/folder (jsonl/json/csv/parquet), ModelScope id or `sample`
-                out_dir:str=".", # folder for train/val files, formats, split index and report.json
+                output_dir:str=".", # folder for train/val files, formats, split index and report.json
                 val_frac:float=0.1, # validation share (reference: 0.1; first int(0.9*n) shuffled rows train)
                 seed:int=42, # random.seed for the shuffle (reference: 42)
                 encoding:str="utf-8", # text encoding of local files, e.g. gb18030
@@ -839,10 +845,10 @@ def medsft_data(source:str=DEFAULT_DATASET, # file/folder (jsonl/json/csv/parque
         from transformers import AutoTokenizer
         try: tk = AutoTokenizer.from_pretrained(tokenizer)
         except Exception as e: raise DataError(f"cannot load tokenizer {tokenizer!r}: {e}") from None
-    rep = prepare_data(source, out_dir, val_frac=val_frac, seed=seed, columns=columns, encoding=encoding,
+    rep = prepare_data(source, output_dir, val_frac=val_frac, seed=seed, columns=columns, encoding=encoding,
                        skip_bad_lines=skip_bad_lines, policies=policies, tokenizer=tk, max_length=max_length,
                        refresh=refresh)
     print(f"source: {rep.source}")
     print(rep.summary())
     names = [Path(p).name for p in rep.files.values()] + ["report.json"]
-    print(f"wrote {', '.join(names)} to {out_dir}")
+    print(f"wrote {', '.join(names)} to {output_dir}")

@@ -7,8 +7,8 @@ __all__ = ['IM_START_ID', 'IM_END_ID', 'PAD_ID', 'THINK_START_ID', 'THINK_END_ID
            'CHAT_TEMPLATE', 'QWEN3_GENERATION', 'COMPLETE_FILE', 'RUN_CONFIG', 'TINY_SIZES', 'decide_device',
            'pick_device', 'embedded_tokenizer_dir', 'embedded_tokenizer', 'finish_folder', 'save_model_folder',
            'mark_complete', 'is_complete', 'in_training_run', 'check_complete', 'qwen3_config', 'tiny_qwen3',
-           'default_local_dir', 'download_model', 'load_tokenizer', 'load_model_and_tokenizer', 'eval_mode',
-           'unwrap_peft', 'medsft_download']
+           'default_local_dir', 'download_model', 'load_tokenizer', 'peft_quiet', 'load_model_and_tokenizer',
+           'eval_mode', 'unwrap_peft']
 
 # %% ../nbs/01_model.ipynb #2af4fa7d
 import contextlib, hashlib, json, os, re, shutil, tempfile, warnings
@@ -24,7 +24,6 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
 from transformers.convert_slow_tokenizer import TikTokenConverter
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from .cli import command
 from .data import cache_dir, modelscope_unreachable
 
 # %% ../nbs/01_model.ipynb #acd27ed8
@@ -381,6 +380,14 @@ def _resolve(path_or_id)->Path:
     hint = "; download it with `medsft_download`" if s == DEFAULT_BASE else ""
     raise FileNotFoundError(f"{p}: no such folder{hint}")
 
+@contextlib.contextmanager
+def peft_quiet(): # around calls that build a `PeftModel`
+    ("Silence the one warning PEFT 0.21 gives on every wrap (it reads `is_gradient_checkpointing`, which "
+     "transformers 5.24 deprecates); nothing else is filtered.")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
 def load_model_and_tokenizer(path_or_id, # `TINY`, a model/checkpoint/adapter folder, or a ModelScope id
                              device=None, # None: `pick_device`'s choice; 'cpu', 'cuda', 'cuda:N'
                              dtype=None, # None: `pick_device`'s choice; 'bf16'/'fp16'/'fp32' or a torch.dtype
@@ -407,7 +414,9 @@ def load_model_and_tokenizer(path_or_id, # `TINY`, a model/checkpoint/adapter fo
     tok = load_tokenizer(folder if _tokenizer_files(folder) else model_dir, padding_side)
     model = _loaded(model_dir, lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype))
     model = model.to(device)
-    if adapter: model = _loaded(folder, lambda: PeftModel.from_pretrained(model, folder)).to(device)
+    if adapter:
+        with peft_quiet(): model = _loaded(folder, lambda: PeftModel.from_pretrained(model, folder))
+        model = model.to(device)
     for cfg in (model.config, model.generation_config):  # Qwen3's config.json has no pad_token_id
         if cfg.pad_token_id is None: cfg.pad_token_id = tok.pad_token_id  # else Trainer sets it, noisily
     return model, tok
@@ -432,13 +441,3 @@ def eval_mode(model): # a `torch.nn.Module`; the block gets it back
 def unwrap_peft(model): # a transformers model, or a `PeftModel` wrapping one
     "The transformers model under a PEFT wrapper (`get_base_model`), or `model` itself."
     return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-# %% ../nbs/01_model.ipynb #0f5c92fe
-@command()
-def medsft_download(model_id:str="Qwen/Qwen3-1.7B", # ModelScope model id
-                    local_dir:str=None, # target folder; default: ModelScope's name, e.g. ./Qwen/Qwen3-1___7B
-                    revision:str=None, # branch, tag or commit (default: master)
-                   ):
-    "Download a model from ModelScope into a local folder (resumes an interrupted download)."
-    print(path := download_model(model_id, local_dir, revision))
-    return path

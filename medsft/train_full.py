@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['TrainConfig', 'run_config', 'write_run_config', 'train_precision', 'check_output_dir', 'build_datasets',
            'MedsftTrainer', 'LossGuard', 'swanlab_mode', 'start_swanlab', 'prepare_model', 'build_trainer',
-           'predict_rows', 'plot_losses', 'run_sft', 'train_full', 'format_scores', 'reference_example', 'medsft_train']
+           'predict_rows', 'plot_losses', 'run_sft', 'train_full', 'summarize_scores', 'format_scores',
+           'reference_example', 'medsft_train']
 
 # %% ../nbs/02_train_full.ipynb #93a4aa84
 import collections, contextlib, functools, importlib.util, io, json, math, os, shutil, signal, statistics, sys
@@ -25,15 +26,17 @@ from .cli import command
 from .data import (DEFAULT_SYSTEM_PROMPT, _check_options, load_rows, load_split, row_key, tokenize_rows,
                          validate_rows)
 from .inference import Predictor
-from .speed import SFTTrainer, checkpointing_needed, pack_collator, tokenize_cached
+from .speed import (SFTTrainer, output_layer, checkpointing_needed, pack_collator, score_examples,
+                          tokenize_cached)
 from .model import (COMPLETE_FILE, DEFAULT_BASE, IM_END_ID, RUN_CONFIG, THINK_END_ID,
                           eval_mode, finish_folder, is_complete, load_model_and_tokenizer, mark_complete,
-                          pick_device)
+                          pick_device, unwrap_peft)
 
 # %% ../nbs/02_train_full.ipynb #6700c24e
 @dataclass
 class TrainConfig(TrainingArguments):
     "One SFT run: every `TrainingArguments` field, the reference `train.py`'s defaults, and medsft's own."
+    _run_suffix = ""  # added to the default `run_name` (not a field)
     model:str=DEFAULT_BASE # base model folder, ModelScope id, `checkpoint-N` folder or embedded `tiny-qwen3`
     train_file:str="train.jsonl" # question/think/answer rows: a `load_rows` file, `sample` or a list of dicts
     val_file:str="val.jsonl" # eval rows, same forms; ""/None: `load_split` splits `val_frac` off `train_file`
@@ -69,22 +72,24 @@ class TrainConfig(TrainingArguments):
     eval_steps:float=100 # evaluate every this many optimizer steps
     logging_steps:float=10 # log loss, learning rate and grad norm every this many steps
     save_steps:float=400 # write `checkpoint-N` every this many steps (and at the end)
-    gradient_checkpointing:bool=None # less memory, about 30 percent slower; None: if a step needs it (ref.: on)
-    run_name:str="qwen3-1.7B" # experiment name in SwanLab
+    activation_checkpointing:bool=None # less memory, ~30% slower; None: if a step needs it (reference: on)
+    run_name:str=None # SwanLab experiment and loss-plot title; None: the model folder's name (Qwen3-1.7B)
     report_to:str|list[str]="none" # HF loggers: none (medsft starts SwanLab itself: `swanlab_mode`)
     logging_nan_inf_filter:bool=False # False: a NaN or inf loss is logged as is (and `LossGuard` reports it)
     include_num_input_tokens_seen:str="non_padding" # count the tokens trained on (summary, throughput)
+    ddp_find_unused_parameters:bool=False # every trained weight gets a gradient each step (full and LoRA)
 
     def __post_init__(self):
         _check_options(self.max_length, self.truncation, "label")  # bad values fail before the model loads
         if not 0 <= self.val_frac < 1: raise ValueError(f"val_frac must be in [0, 1), got {self.val_frac}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("nothing to train: set max_steps or num_train_epochs above 0")
-        by_need = (self.gradient_checkpointing is None
-                   and getattr(self, "activation_checkpointing", None) is None)
+        by_need = self.activation_checkpointing is None and self.gradient_checkpointing is None
         # no usable GPU: the CPU (also for `PartialState`, which needs it for a multi-process CPU run)
         if not self.use_cpu and pick_device(None, self.dtype)[0] == "cpu": self.use_cpu = True
         if not self.progress: self.disable_tqdm = True
+        if self.run_name is None:  # ModelScope writes Qwen/Qwen3-1.7B to Qwen3-1___7B
+            self.run_name = Path(str(self.model)).name.replace("___", ".") + self._run_suffix
         # resolves an unset checkpointing to False: keep it unset, `prepare_model` decides
         super().__post_init__()
         if by_need: self.gradient_checkpointing = self.activation_checkpointing = None
@@ -250,6 +255,36 @@ class MedsftTrainer(SFTTrainer):
         mark_complete(finish_folder(ckpt, self.processing_class, self.base_model))
         rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
 
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        ("One pass over the eval examples (`score_examples`), each process its share: the token-weighted loss and "
+         "(`format_metrics`) the `</think>`/`<|im_end|>` top-1 rates, summed over processes, logged as `Trainer` does.")
+        ds = self.eval_dataset if eval_dataset is None else eval_dataset
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled  # weights exist only inside the wrapper
+        if not ds or isinstance(ds, dict) or sharded or not output_layer(self.model):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        t0, a = time.time(), self.args
+        s = score_examples(self.model, [ds[i] for i in range(a.process_index, len(ds), a.world_size)],
+                           a.per_device_eval_batch_size)
+        top1 = lambda rs: [sum(r == 1 for r in rs), len(rs)]
+        sums = torch.tensor([s["loss_sum"], s["tokens"], *top1(s["think_ranks"]), *top1(s["im_end_ranks"])],
+                            dtype=torch.float64, device=a.device)
+        if a.world_size > 1: sums = self.accelerator.reduce(sums, "sum")
+        loss, tokens, think, n_think, end, n_end = sums.tolist()
+        metrics = {f"{metric_key_prefix}_loss": loss / max(tokens, 1)}
+        if getattr(a, "format_metrics", False):
+            metrics |= {f"{metric_key_prefix}_{k}": v / n for k, v, n in
+                        (("think_top1", think, n_think), ("im_end_top1", end, n_end)) if n}
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - t0, 4)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(a, self.state, self.control, metrics)
+        return metrics
+
+    def _issue_warnings_after_load(self, load_result):
+        "The `Trainer`'s check of a resumed checkpoint, without a tied weight (not saved: it is the embedding)."
+        tied = getattr(unwrap_peft(self.model), "all_tied_weights_keys", None) or {}
+        super()._issue_warnings_after_load(
+            load_result._replace(missing_keys=[k for k in load_result.missing_keys if k not in tied]))
+
 # %% ../nbs/02_train_full.ipynb #ecadff27
 class LossGuard(TrainerCallback):
     "Warn loudly when a logged `loss` or `eval_loss` is exactly 0 or NaN."
@@ -287,11 +322,11 @@ def start_swanlab(cfg:TrainConfig, # swanlab_mode, swanlab_project, run_name, sw
 
 # %% ../nbs/02_train_full.ipynb #28024ec4
 def prepare_model(model, # a causal LM
-                  cfg:TrainConfig, # `gradient_checkpointing` (None: by need), train batch size, `max_length`
+                  cfg:TrainConfig, # `activation_checkpointing` (None: by need), train batch size, `max_length`
                   autocast:str=None, # "bf16"/"fp16" halve the activations in the memory estimate
                  ):
     "Set the model up for training: gradient checkpointing (non-reentrant) if set or needed, no KV cache."
-    need = cfg.gradient_checkpointing
+    need = cfg.activation_checkpointing
     if need is None:
         tokens = cfg.per_device_train_batch_size * cfg.max_length  # the largest forward pass
         need = checkpointing_needed(model, tokens, model.device, 2 if autocast else 4, not cfg.chunked_loss)
@@ -334,7 +369,7 @@ def predict_rows(model, # a causal LM (or `PeftModel`), in training or eval mode
     if not rows: return []
     with eval_mode(model):
         recs = Predictor((model, tokenizer)).generate([r["question"] for r in rows], max_new_tokens,
-                                                       system=system, do_sample=False, use_cache=True)
+                                                       system=system, do_sample=False)
     return [dict(question=r["question"], **rec) for r, rec in zip(rows, recs)]
 
 # %% ../nbs/02_train_full.ipynb #ca0f2005
@@ -404,8 +439,20 @@ def _start_output(cfg, out:Path)->str: # the checkpoint to resume from, or None
     write_run_config(cfg, out/RUN_CONFIG)
     return resume_from
 
+def _already_done(cfg, out:Path)->bool:
+    "A `--resume` of a complete run with the same settings: nothing to train (say so, touch nothing)."
+    if not (cfg.resume and is_complete(out) and (out/RUN_CONFIG).exists()): return False
+    same = lambda d: yaml.safe_load(yaml.safe_dump(d, allow_unicode=True))  # compare as the file holds them
+    if yaml.safe_load((out/RUN_CONFIG).read_text(encoding="utf-8")) != same(run_config(cfg)): return False
+    steps = json.loads((out/"train_summary.json").read_text(encoding="utf-8"))["steps"] \
+        if (out/"train_summary.json").exists() else "all"
+    print(f"{out}: this run is complete ({steps} steps, the same settings): nothing to resume. Raise max_steps or "
+          f"num_train_epochs to train further, or pass --overwrite to train again from the start.")
+    return True
+
 def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
     t0, out = time.time(), Path(cfg.output_dir)
+    if _already_done(cfg, out): return out
     resume_from = _on_main(state, lambda: _start_output(cfg, out))  # one process decides: no folder race
     weights, autocast = train_precision(device, dtype, want, cfg.pure_bf16)
     print(f"device: {device}, weights {str(weights)[6:]}, autocast {autocast or 'off'} ({reason})")
@@ -432,7 +479,9 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
             (out/"training_args.bin").unlink(missing_ok=True)
             _fault("final", trainer.state.global_step)
             mark_complete(finish_folder(out, tokenizer, base))
-        metrics = trainer.evaluate() if eval_ds else {}
+        last = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), {})
+        # the evaluation at the last step (transformers runs one there) is the final one: not run twice
+        metrics = (last if last.get("step") == trainer.state.global_step else trainer.evaluate()) if eval_ds else {}
         preds = predict_rows(model, tokenizer, val_rows[:cfg.num_predict], cfg.max_new_tokens, cfg.system)
         for p in preds: print(f"Q: {p['question']}\nA: {p['text']}\n")
         if swan and preds:
@@ -464,54 +513,27 @@ def train_full(config:TrainConfig=None, # the run settings; None: the defaults
     return run_sft(replace(config, **kwargs) if config else TrainConfig(**kwargs))
 
 # %% ../nbs/02_train_full.ipynb #ab1529f5
-def _rank(logits, target:int)->int: return int((logits > logits[target]).sum()) + 1
+def summarize_scores(s:dict, # `score_examples`' sums
+                    )->dict: # n, think_top1, im_end_top1 (shares), their median ranks, eval_loss (nats/token)
+    "Shares, median ranks and the token-weighted loss of `score_examples`' sums."
+    top1 = lambda rs: sum(r == 1 for r in rs) / len(rs) if rs else None
+    median = lambda rs: statistics.median(rs) if rs else None
+    return dict(n=len(s["im_end_ranks"]), think_top1=top1(s["think_ranks"]), im_end_top1=top1(s["im_end_ranks"]),
+                think_median_rank=median(s["think_ranks"]), im_end_median_rank=median(s["im_end_ranks"]),
+                eval_loss=s["loss_sum"] / max(s["tokens"], 1))
 
-@torch.no_grad()
 def format_scores(model, # a causal LM
                   tokenizer, # its tokenizer
                   rows:list, # rows (question/think/answer), or examples with `input_ids` and `labels`
                   max_length:int=2048, # tokens, for rows (as in training)
                   truncation:str="think", # for rows (as in training)
                   system:str=DEFAULT_SYSTEM_PROMPT, # for rows
-                  batch_size:int=4, # examples per forward pass
+                  batch_size:int=4, # examples packed per forward pass (the result does not depend on it)
                  )->dict: # n, think_top1, im_end_top1 (row shares), their median rank, eval_loss (nats/token)
     "Teacher-forced format check: is `</think>`/`<|im_end|>` top-1 where it belongs? Also the eval loss."
     tokenized = rows and "input_ids" in rows[0]
     ex = rows if tokenized else tokenize_rows(rows, tokenizer, max_length, truncation, system=system)[0]
-    collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
-    think, end, loss, n = [], [], 0.0, 0
-    with eval_mode(model):
-        for i in range(0, len(ex), batch_size):
-            b = collate([{k: e[k] for k in ("input_ids", "attention_mask", "labels")}
-                         for e in ex[i:i + batch_size]]).to(model.device)
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
-            labels = b["labels"]
-            loss += torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:],
-                                                      reduction="sum").item()
-            n += int((labels[:, 1:] != -100).sum())
-            for lg, lb in zip(logits, labels):
-                sup = (lb != -100).nonzero().flatten().tolist()
-                if t := [p for p in sup if lb[p] == THINK_END_ID]:
-                    think.append(_rank(lg[t[0] - 1], THINK_END_ID))
-                e = [p for p in sup if lb[p] == IM_END_ID]
-                end.append(_rank(lg[(e[0] if e else sup[-1]) - 1], IM_END_ID))
-    top1 = lambda rs: sum(r == 1 for r in rs) / len(rs) if rs else None
-    return dict(n=len(ex), think_top1=top1(think), im_end_top1=top1(end),
-                think_median_rank=statistics.median(think) if think else None,
-                im_end_median_rank=statistics.median(end) if end else None, eval_loss=loss / max(n, 1))
-
-# %% ../nbs/02_train_full.ipynb #03caaa31
-@patch
-def evaluate(self:MedsftTrainer, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-    "`Trainer.evaluate`, then (with `format_metrics`) the `</think>`/`<|im_end|>` top-1 rates, logged alike."
-    metrics = SFTTrainer.evaluate(self, eval_dataset, ignore_keys, metric_key_prefix)
-    if getattr(self.args, "format_metrics", False) and eval_dataset is None and self.eval_dataset:
-        s = format_scores(self.model, self.processing_class, self.eval_dataset,
-                          batch_size=self.args.per_device_eval_batch_size)
-        extra = {f"{metric_key_prefix}_{k}": s[k] for k in ("think_top1", "im_end_top1") if s[k] is not None}
-        self.log(extra)
-        metrics |= extra
-    return metrics
+    return summarize_scores(score_examples(model, ex, batch_size))
 
 # %% ../nbs/02_train_full.ipynb #26d38fe6
 def reference_example(row:dict, # a row with question/think/answer

@@ -7,9 +7,9 @@ from fastcore.test import test_eq as eq, test_close as close
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
 from medsft import speed
-from medsft.bench import medsft_bench
+from medsft.commands import medsft_bench
 from medsft.data import sample_rows, tokenize_rows
-from medsft.model import load_tokenizer, tiny_qwen3
+from medsft.model import load_tokenizer, peft_quiet, tiny_qwen3
 
 SHORT = ["--steps", "1", "--batch", "2", "--max-length", "256", "--data", "sample", "--hidden-size", "32",
          "--intermediate-size", "64", "--head_dim", "8", "--heldout-rows", "2"]
@@ -29,14 +29,15 @@ def test_bad_flag_exits_2(capsys):
     assert err.startswith("medsft_bench: error:") and "nope" in err and "\n" not in err, err
 
 
+@pytest.mark.slow  # three training paths (TRL's too): about 20 s; 02b_bench runs reference vs medsft in the fast tier
 def test_short_run(tmp_path, capsys):
     "Every path trains (TRL's when installed: `make` installs it); medsft's fast defaults learn what `reference` learns."
     has_trl = importlib.util.find_spec("trl") is not None
     out = tmp_path/"bench.json"
-    medsft_bench.main(SHORT + ["--output", str(out)])
+    medsft_bench.main(SHORT + ["--output", str(out), "--json"])
     res = json.loads(out.read_text())
     printed = capsys.readouterr().out
-    eq(json.loads(printed[printed.index("{\n"):]), res)  # the JSON printed last is the JSON written
+    eq(json.loads(printed[printed.index("{\n"):]), res)  # --json: the JSON printed last is the JSON written
     runs = res["runs"][0]
     eq(sorted(runs), ["medsft", "reference"] + ["trl"] * has_trl)
     for name, r in runs.items():
@@ -78,8 +79,9 @@ def test_sft_trainer_peft(tiny, tmp_path):
     "A LoRA-wrapped model: same loss and the same LoRA gradients as the model's own loss (tolerance 1e-4 relative)."
     import peft
     folder, tok, batch = tiny
-    model = peft.get_peft_model(AutoModelForCausalLM.from_pretrained(folder),
-                                peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with peft_quiet():
+        model = peft.get_peft_model(AutoModelForCausalLM.from_pretrained(folder),
+                                    peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     plain, fast = _trainers(model, tok, tmp_path)
     grads = []
     for t in (plain, fast):

@@ -5,12 +5,15 @@ from pathlib import Path
 import pytest
 from fastcore.test import test_eq as eq
 
-from medsft.data import read_jsonl, write_jsonl, split_rows, sample_rows, shared_dir
+from conftest import cli
+from medsft.data import medsft_data, read_jsonl, write_jsonl, split_rows, sample_rows, shared_dir
 
 CLI = str(Path(sys.executable).parent/"medsft_data")
 
 
 def run(*args, env=None, cwd=None):
+    "`medsft_data` in this process (`conftest.cli`); with `env`, in a process of its own (the environment is read at import)."
+    if env is None and cwd is None: return cli(medsft_data, *args)
     return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=300)
 
@@ -33,7 +36,7 @@ def one_line_error(p, *needles):
 def test_help():
     p = run("--help")
     eq(p.returncode, 0)
-    for flag in ("--source", "--out-dir", "--val-frac", "--seed", "--encoding", "--columns", "--policies",
+    for flag in ("--source", "--output-dir", "--val-frac", "--seed", "--encoding", "--columns", "--policies",
                  "--skip-bad-lines", "--max-length", "--tokenizer", "--refresh"):
         assert flag in p.stdout, flag
 
@@ -113,7 +116,7 @@ def test_odd_sources(tmp_path):
     one_line_error(run("--source", tmp_path/"empty.jsonl", "--out_dir", tmp_path/"o"), "empty.jsonl: no rows")
     assert not (tmp_path/"o").exists()  # nothing written on error
     src = write_jsonl([{"question": "Q", "answer": "A"}], tmp_path/"d"/"a.jsonl")
-    one_line_error(run("--source", src, "--out_dir", src), "cannot create out_dir")
+    one_line_error(run("--source", src, "--out_dir", src), "cannot create output_dir")
     one_line_error(run("--source", tmp_path/"d", "--out_dir", tmp_path/"d"), "is the source folder")
     one_line_error(run("--source", src, "--out_dir", tmp_path/"o", "--max_length", 0), "max_length must be a positive")
     one_line_error(run("--source", src, "--out_dir", tmp_path/"o", "--tokenizer", tmp_path/"nope"), "cannot load tokenizer")

@@ -17,6 +17,8 @@ import pytest
 import yaml
 from fastcore.test import test_close as close, test_eq as eq
 
+pytestmark = pytest.mark.slow  # several processes per test, minutes in all: the slow tier (`make test-slow`)
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT/"configs"
 # The 1-process and 2-process loss curves agree to within this (nats). Measured on 2 CPU cores, 30 Nov 2026: the
@@ -31,7 +33,7 @@ CLI = {"full": "from medsft.train_full import medsft_train as m; m()",
 COMMON = ["--model", "tiny-qwen3", "--train-file", "sample", "--val-file", "", "--max-length", "256",
           "--gradient-accumulation-steps", "1",  # 21 sample rows: 5 steps of 4 stay inside the first epoch
           "--logging-steps", "1", "--save-steps", "2", "--eval-steps", "2", "--max-val-rows", "2",
-          "--num-predict", "1", "--max-new-tokens", "8", "--no-progress", "--no-gradient-checkpointing",
+          "--num-predict", "1", "--max-new-tokens", "8", "--no-progress", "--no-activation-checkpointing",
           "--learning-rate", "1e-3", "--lr-scheduler-type", "constant"]
 
 def _free_port()->int:
@@ -58,6 +60,10 @@ def launch(kind:str, out:Path, nproc:int=1, launcher:str="torchrun", *args:str)-
 def losses(folder:Path)->list: # the logged training losses, step by step
     state = json.loads((folder/"trainer_state.json").read_text(encoding="utf-8"))
     return [(h["step"], h["loss"]) for h in state["log_history"] if "loss" in h]
+
+def eval_losses(folder:Path)->list: # the logged evaluation losses, step by step
+    state = json.loads((folder/"trainer_state.json").read_text(encoding="utf-8"))
+    return [(h["step"], h["eval_loss"]) for h in state["log_history"] if "eval_loss" in h]
 
 def grad_norms(folder:Path)->list: # the logged gradient norms, step by step
     state = json.loads((folder/"trainer_state.json").read_text(encoding="utf-8"))
@@ -86,6 +92,10 @@ def test_same_loss_curve(runs):
     print(runs["kind"], "largest loss difference, 1 vs 2 processes:", max(abs(a[1] - b[1]) for a, b in zip(one, two)))
     g1, g2 = (grad_norms(f) for f in (runs["tmp"]/"one"/"checkpoint-4", runs["tmp"]/"two"/"checkpoint-4"))
     for a, b in zip(g1, g2): close(a, b, eps=GRAD_TOL)  # the same rows: the same gradients
+    # one evaluation, whatever the processes: each scores its share, the token-weighted sums are added
+    e1, e2 = (eval_losses(runs["tmp"]/k/"checkpoint-4") for k in ("one", "two"))
+    eq([s for s, _ in e1], [s for s, _ in e2])
+    for (_, a), (_, b) in zip(e1, e2): close(a, b, eps=1e-5 * a)
 
 def test_main_process_only(runs):
     out, log = runs["tmp"]/"two", runs["two"]
@@ -93,6 +103,7 @@ def test_main_process_only(runs):
     eq(len(re.findall(r"^Q: ", log, re.M)), 1)             # one set of predictions (num_predict=1), printed once
     eq(len(re.findall(r"^done: ", log, re.M)), 1)          # one summary line
     eq(len(re.findall(r"^train: \d+ rows", log, re.M)), 1)  # tokenized once
+    assert "find_unused_parameters=True" not in log, "DDP warns about find_unused_parameters (set it False)"
     eq(len(runs["swan_runs"]), 1)                           # one SwanLab run for the 2-process run
     eq(len(list(runs["swan_runs"][0].glob("media/text/*"))), 1)   # holding the one prediction
     eq(len(list((out/"swanlog").glob("run-*"))), 2)         # and one more for the resumed leg

@@ -5,6 +5,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 import pytest
 
+pytestmark = pytest.mark.slow  # builds the whole site (about 15 s): the slow tier, with `make docs` by hand
+
 def _default_exp(nb:Path):
     "The module a notebook exports to (`#| default_exp`), or None for pages without code (index)."
     m = re.search(r'#\|\s*default_exp\s+(\w+)', nb.read_text(encoding='utf-8'))

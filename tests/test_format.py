@@ -7,7 +7,7 @@ from medsft.inference import parse_response, stream_parts
 from medsft.model import embedded_tokenizer
 
 CASES = {  # text -> (think, answer, closed)
-    'no think': ('直接回答。', ('', '直接回答。', True)),
+    'no think': ('直接回答。', ('', '直接回答。', None)),  # no think block: closed is None
     'empty think': ('<think>\n\n</think>\n\n直接回答。', ('', '直接回答。', True)),
     'think': ('<think>\n想一想\n</think>\n\n回答。', ('想一想', '回答。', True)),
     'unclosed think': ('<think>\n还在想', ('还在想', '', False)),
@@ -22,14 +22,14 @@ def test_generated_text(name):
     text, want = CASES[name]
     assert tuple(parse_assistant(text).values()) == want
     r = parse_response(text, stopped=True)
-    assert (r['think'], r['answer'], r['closed'], r['finished']) == (*want, want[2])
+    assert (r['think'], r['answer'], r['closed'], r['finished']) == (*want, want[2] is not False)
     for size in range(1, len(text) + 1):
         parts = {'think': '', 'answer': ''}
         for part, piece in stream_parts(text[i:i + size] for i in range(0, len(text), size)):
             parts[part] = '' if piece is None else parts[part] + piece
         assert (parts['think'].strip(), parts['answer'].strip()) == want[:2], (name, size, parts)
 
-@pytest.mark.parametrize('name', [n for n, (_, w) in CASES.items() if w[2]])
+@pytest.mark.parametrize('name', [n for n, (_, w) in CASES.items() if w[2] is not False])
 def test_data_rows_and_messages(name):
     "Closed texts: a stored completion, an assistant message and the chat template split them the same way."
     text, (think, answer, _) = CASES[name]

@@ -8,8 +8,10 @@ from fastcore.test import test_eq as eq
 
 import medsft.inference as inference
 from medsft.data import read_jsonl, write_jsonl
-from medsft.inference import clear_predictors, evaluate, get_predictor, medsft_eval, medsft_predict, predict
-from medsft.model import TINY, load_tokenizer, save_model_folder, tiny_qwen3
+from conftest import cli
+from medsft.commands import medsft_eval, medsft_predict
+from medsft.inference import clear_predictors, evaluate, get_predictor, predict
+from medsft.model import TINY, load_tokenizer, peft_quiet, save_model_folder, tiny_qwen3
 
 BIN = Path(sys.executable).parent
 QUESTION = "高血压如何饮食？"
@@ -47,24 +49,38 @@ def folders(tmp_path_factory):
     work = tmp_path_factory.mktemp("inference")
     full = tiny_qwen3(work / "checkpoint-1")
     tok = load_tokenizer(full)
-    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(full), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with peft_quiet(): lora = get_peft_model(AutoModelForCausalLM.from_pretrained(full), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     adapter = save_model_folder(lora, tok, work / "adapter")
     merged = save_model_folder(lora.merge_and_unload(), tok, work / "merged")
     return dict(full=full, adapter=adapter, merged=merged, work=work)
 
 
-def test_python_c_prints_only_new_text(folders):
-    "The issue's 'Done when' command prints only generated text, for a full checkpoint, an adapter and a merged model."
-    kinds = ["full", "adapter", "merged"]
-    code = "from medsft.inference import predict; print(predict('{q}', checkpoint={d!r}, max_new_tokens=32))"
-    results = run_all([[sys.executable, "-c", code.format(q=QUESTION, d=str(folders[k]))] for k in kinds])
-    tok = load_tokenizer(folders["full"])
-    for kind, (rc, out, err) in zip(kinds, results):
-        eq(rc, 0)
-        out = out.decode("utf-8")
+def _check_only_new_text(outs:dict, tok):
+    "Each printed text ends with a newline and holds no prompt, template tokens or system prompt."
+    for kind, out in outs.items():
         assert out.endswith("\n") and out.strip(), (kind, out)
         for echo in (QUESTION, "<|im_start|>", "<|im_end|>", "system", "assistant", "医学专家"): assert echo not in out, (kind, echo)
         assert len(tok(out[:-1])["input_ids"]) <= 64, (kind, out)  # 32 new tokens; re-encoding random tokens can split them
+
+
+def test_predict_prints_only_new_text(folders, capfd):
+    "`print(predict(...))` writes only generated text to the process's stdout (file-descriptor level), for a full checkpoint, an adapter and a merged model."
+    outs = {}
+    for kind in ("full", "adapter", "merged"):
+        capfd.readouterr()
+        print(predict(QUESTION, checkpoint=str(folders[kind]), max_new_tokens=32))
+        outs[kind] = capfd.readouterr().out
+    _check_only_new_text(outs, load_tokenizer(folders["full"]))
+
+
+@pytest.mark.slow  # three fresh Pythons (imports take seconds each)
+def test_python_c_prints_only_new_text(folders):
+    "The issue's 'Done when' command, as a user types it: a fresh `python -c` prints only generated text."
+    kinds = ["full", "adapter", "merged"]
+    code = "from medsft.inference import predict; print(predict('{q}', checkpoint={d!r}, max_new_tokens=32))"
+    results = run_all([[sys.executable, "-c", code.format(q=QUESTION, d=str(folders[k]))] for k in kinds])
+    for kind, (rc, _, err) in zip(kinds, results): eq(rc, 0)
+    _check_only_new_text({k: out.decode("utf-8") for k, (_, out, _) in zip(kinds, results)}, load_tokenizer(folders["full"]))
 
 
 def test_predict_loads_once(folders, monkeypatch):
@@ -143,16 +159,16 @@ def test_cli_json_utf8_and_flags():
 
 def test_cli_stream_prints_only_new_text():
     "--stream prints exactly the text `predict` returns for the same seed: the new text, nothing else."
-    streamed = run(BIN / "medsft_predict", "-i", QUESTION, "-c", TINY, "-m", 8, "--seed", 3, "--stream")
+    streamed = cli(medsft_predict, "-i", QUESTION, "-c", TINY, "-m", 8, "--seed", 3, "--stream")
     eq(streamed.returncode, 0)
-    eq(streamed.stdout.decode("utf-8"), predict(QUESTION, checkpoint=TINY, max_new_tokens=8, seed=3) + "\n")
+    eq(streamed.stdout, predict(QUESTION, checkpoint=TINY, max_new_tokens=8, seed=3) + "\n")
 
 
 def test_cli_file_round_trip(tmp_path):
     "--file: a JSONL of questions (or messages) in, the same rows plus results out, in order."
     rows = [dict(id=1, question=QUESTION, answer="建议低盐饮食。"), dict(id=2, messages=[{"role": "user", "content": "头痛怎么办？"}])]
     src, dst = write_jsonl(rows, tmp_path / "in.jsonl"), tmp_path / "out.jsonl"
-    p = run(BIN / "medsft_predict", "--file", src, "-o", dst, "-c", TINY, "-m", 5, "--greedy", "--batch-size", 2)
+    p = cli(medsft_predict, "--file", src, "-o", dst, "-c", TINY, "-m", 5, "--greedy", "--batch-size", 2)
     eq(p.returncode, 0)
     out = read_jsonl(dst)
     eq([r["id"] for r in out], [1, 2])
@@ -186,7 +202,7 @@ def test_cli_in_process(tmp_path, monkeypatch, capsys):
 
 def test_cli_help(monkeypatch, capsys):
     for func, flags in [(medsft_predict, ["-i", "-c", "-m", "--file", "--no-think", "--stream", "--json", "--system", "--seed"]),
-                        (medsft_eval, ["-c", "--val-file", "-n", "-m", "--out-dir", "--greedy"])]:
+                        (medsft_eval, ["-c", "--val-file", "-n", "--limit", "-m", "--output-dir", "--greedy"])]:
         monkeypatch.setattr(sys, "argv", [func.__name__, "--help"])
         with pytest.raises(SystemExit) as e: func()
         eq(e.value.code, 0)
@@ -198,9 +214,9 @@ def test_medsft_eval_on_val_slice(shared, tmp_path):
     "medsft_eval on the first rows of ../shared val.jsonl writes predictions and a summary."
     val = shared / "data" / "delicate_medical_r1" / "val.jsonl"
     out = tmp_path / "eval"
-    p = run(BIN / "medsft_eval", "-c", TINY, "-f", val, "-n", 3, "-m", 8, "-b", 3, "-o", out)
+    p = cli(medsft_eval, "-c", TINY, "-f", val, "-n", 3, "-m", 8, "-b", 3, "-o", out)
     eq(p.returncode, 0)
-    assert "BLEU-4" in p.stdout.decode("utf-8")
+    assert "BLEU-4" in p.stdout
     preds = read_jsonl(out / "predictions.jsonl")
     gold = read_jsonl(val)[:3]
     eq([r["question"] for r in preds], [r["question"] for r in gold])
@@ -221,11 +237,9 @@ def test_bad_rows_fail_before_the_model_loads(tmp_path):
     f = write_jsonl(EVAL_ROWS, tmp_path / "f.jsonl")
     q = write_jsonl(PREDICT_ROWS, tmp_path / "q.jsonl")
     gone = tmp_path / "no-such-model"  # loading it would fail with "no such folder": validation comes first
-    (rc1, _, e1), (rc2, _, e2) = run_all([[BIN / "medsft_eval", "-c", gone, "--val-file", f],
-                                          [BIN / "medsft_predict", "-f", q, "-c", gone]])
-    for rc, err, needles in [(rc1, e1, ["f.jsonl:1", "'answer'", "NoneType"]),
-                             (rc2, e2, ["q.jsonl:1", "'question'", "int"])]:
-        one_line_error(SimpleNamespace(returncode=rc, stderr=err), *needles)
+    for p, needles in [(cli(medsft_eval, "-c", gone, "--val-file", f), ["f.jsonl:1", "'answer'", "NoneType"]),
+                       (cli(medsft_predict, "-f", q, "-c", gone), ["q.jsonl:1", "'question'", "int"])]:
+        one_line_error(p, *needles)
 
 
 def test_skip_bad_rows_answers_the_good_ones(tmp_path):
@@ -234,16 +248,16 @@ def test_skip_bad_rows_answers_the_good_ones(tmp_path):
     q = write_jsonl(PREDICT_ROWS, tmp_path / "q.jsonl")
     for path in (f, q):  # one unparsable line each: skipped and listed too
         with open(path, "a", encoding="utf-8") as fh: fh.write('{"question": "断行\n')
-    (rc1, o1, e1), (rc2, o2, e2) = run_all(
-        [[BIN / "medsft_eval", "-c", TINY, "--val-file", f, "--skip-bad-rows", "-m", 4, "--json", "-o", tmp_path / "ev"],
-         [BIN / "medsft_predict", "-f", q, "-c", TINY, "--skip-bad-rows", "-m", 4, "--greedy"]])
+    (rc1, o1, e1), (rc2, o2, e2) = [(p.returncode, p.stdout, p.stderr) for p in (
+        cli(medsft_eval, "-c", TINY, "--val-file", f, "--skip-bad-rows", "-m", 4, "--json", "-o", tmp_path / "ev"),
+        cli(medsft_predict, "-f", q, "-c", TINY, "--skip-bad-rows", "-m", 4, "--greedy"))]
     eq((rc1, rc2), (0, 0))
-    summary = json.loads(o1.decode("utf-8"))
+    summary = json.loads(o1)
     eq((summary["n"], sorted(summary["skipped"])), (1, [f"{f}:1", f"{f}:2", f"{f}:{len(EVAL_ROWS) + 1}"]))
     eq([r["question"] for r in read_jsonl(tmp_path / "ev" / "predictions.jsonl")], ["咳嗽怎么办？"])
-    assert "f.jsonl:1" in e1.decode("utf-8") and "f.jsonl:2" in e1.decode("utf-8")
-    eq([json.loads(l)["question"] for l in o2.decode("utf-8").splitlines()], ["咳嗽"])
-    err = e2.decode("utf-8")
+    assert "f.jsonl:1" in e1 and "f.jsonl:2" in e1
+    eq([json.loads(l)["question"] for l in o2.splitlines()], ["咳嗽"])
+    err = e2
     assert "skipped 3 of 4 rows" in err and "q.jsonl:1" in err and "q.jsonl:2" in err, err
     assert f"q.jsonl:{len(PREDICT_ROWS) + 1}: not a JSON object" in err, err
 
@@ -308,19 +322,44 @@ def test_evaluate_resumes_and_restarts_for_another_model(tmp_path, monkeypatch):
 
 
 # Issue 11 §2: no stale model.
-def test_predict_after_retraining_into_the_same_folder(tmp_path):
-    "predict, retrain into the folder (overwrite=True), predict: the second answer comes from the new weights."
+def test_predict_after_retraining_into_the_same_folder(trained, tmp_path):
+    "predict on a trained run's folder, retrain into it (overwrite=True), predict: the answer comes from the new weights."
+    import shutil
     from medsft.train_full import train_full
-    kw = dict(model=TINY, train_file="sample", val_file="", output_dir=tmp_path / "run", num_predict=0, max_length=256,
-              per_device_train_batch_size=2, gradient_accumulation_steps=1, gradient_checkpointing=False,
-              eval_steps=2, save_steps=2, learning_rate=5e-3)
-    d = train_full(max_steps=1, **kw)
+    d = Path(shutil.copytree(trained["full"], tmp_path / "run"))  # a finished run, as if trained here
+    kw = dict(model=TINY, train_file="sample", val_file="", output_dir=d, num_predict=0, max_length=256,
+              per_device_train_batch_size=2, gradient_accumulation_steps=1, activation_checkpointing=False,
+              eval_steps=100, save_steps=100, learning_rate=5e-3, progress=False, swanlab_mode="disabled")
     clear_predictors()
     before = predict(QUESTION, checkpoint=d, max_new_tokens=8, do_sample=False)
-    d2 = train_full(max_steps=3, overwrite=True, **kw)
+    d2 = train_full(max_steps=1, overwrite=True, **kw)
     eq(d2, d)
     after = predict(QUESTION, checkpoint=d, max_new_tokens=8, do_sample=False)
     fresh = inference.Predictor(d).generate([QUESTION], max_new_tokens=8, do_sample=False)[0]["text"]
     eq(after, fresh)  # what a new process would answer
     assert get_predictor(d).state == inference.checkpoint_state(d)
-    if after == before: print("note: 1 and 3 steps gave the same greedy text; the state check above still holds")
+    if after == before: print("note: both models gave the same greedy text; the state check above still holds")
+
+
+def test_generation_settings_go_in_the_config_only(folders, monkeypatch):
+    "transformers warns when settings come both in `generation_config` and as `generate` arguments: medsft passes them in the config only, training-end predictions included."
+    from transformers import GenerationConfig
+    from medsft.model import load_model_and_tokenizer
+    from medsft.train_full import predict_rows
+    model, tok = load_model_and_tokenizer(folders["full"], device="cpu")
+    seen, real = [], model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: seen.append(set(kw)) or real(**kw))
+    predict_rows(model, tok, [dict(question=QUESTION)], max_new_tokens=2)
+    inference.Predictor((model, tok)).generate([QUESTION], max_new_tokens=2)
+    eq(len(seen), 2)
+    for kw in seen: eq(kw & set(GenerationConfig().to_dict()), set())
+
+
+def test_adapter_loads_without_deprecation_warnings(folders):
+    "Loading a LoRA adapter (PEFT on transformers 5.24) warns nothing: PEFT's `is_gradient_checkpointing` read is the one known FutureWarning, silenced where PEFT is called."
+    import warnings
+    from medsft.model import load_model_and_tokenizer
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        load_model_and_tokenizer(folders["adapter"], device="cpu")
+    eq([str(x.message) for x in w if issubclass(x.category, (FutureWarning, DeprecationWarning))], [])

@@ -3,6 +3,8 @@ import json, os, subprocess, sys
 
 from fastcore.test import test_eq as eq
 
+from conftest import cli
+from medsft.commands import medsft_download
 from medsft.model import IM_END_ID, PAD_ID, tiny_qwen3
 
 OFFLINE = {"MODELSCOPE_DOMAIN": "http://127.0.0.1:9"}  # a closed port: never starts a real download, even with network
@@ -12,14 +14,10 @@ def _run(*args, env=None, timeout=120):
     return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def test_download_help():
-    r = _run("medsft_download", "--help")
-    eq(r.returncode, 0)
-    for flag in ("--model-id", "--local-dir", "--revision"): assert flag in r.stdout, r.stdout
-
-
-def test_download_offline_fails_fast(tmp_path):
-    r = _run("medsft_download", "--local_dir", str(tmp_path / "m"), env=OFFLINE, timeout=90)
+def test_download_offline_fails_fast(tmp_path, monkeypatch):
+    "In this process (`conftest.cli`); the command's --help and entry point: test_cli, test_package."
+    for k, v in OFFLINE.items(): monkeypatch.setenv(k, v)
+    r = cli(medsft_download, "--local_dir", str(tmp_path / "m"))
     eq(r.returncode, 2)
     lines = r.stderr.strip().splitlines()
     eq(len(lines), 1)
@@ -27,8 +25,9 @@ def test_download_offline_fails_fast(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_download_rejects_a_path(tmp_path):
-    r = _run("medsft_download", "--model_id", "./Qwen", env=OFFLINE)
+def test_download_rejects_a_path(tmp_path, monkeypatch):
+    for k, v in OFFLINE.items(): monkeypatch.setenv(k, v)
+    r = cli(medsft_download, "--model_id", "./Qwen")
     eq(r.returncode, 2)
     assert "not a ModelScope id" in r.stderr, r.stderr
 

@@ -7,6 +7,8 @@ import pytest, torch
 from fastcore.test import test_eq as eq
 from transformers import AutoTokenizer, GenerationConfig
 
+from conftest import cli
+from medsft.commands import medsft_eval
 from medsft.data import DataError
 from medsft.inference import clear_predictors, get_predictor
 from medsft.model import IM_END_ID, TINY, tiny_qwen3
@@ -23,9 +25,8 @@ def cmmlu(shared):
 
 
 def run(*args):
-    "A console script in a fresh process (one thread); returns the completed process with text output."
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, encoding="utf-8", timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    "`medsft_eval` with these flags, in this process (`conftest.cli`): returncode, stdout, stderr."
+    return cli(medsft_eval, *args)
 
 
 def test_all_questions_read(cmmlu):
@@ -87,15 +88,11 @@ def test_untrained_tiny_model_is_at_chance(cmmlu, tmp_path):
     print(f"untrained tiny model: {acc:.4f} on {n} questions in {seconds:.0f} s (load included)")
 
 
-def test_cli_side_by_side_with_a_fine_tune(shared, tmp_path):
-    "tiny-qwen3 vs a short full fine-tune of it: one command, every subject, the paired test and the differences."
-    from medsft.train_full import train_full
-    tuned = train_full(model=TINY, train_file="sample", val_file="", max_steps=2, output_dir=tmp_path / "tuned",
-                       num_predict=0, eval_steps=2, save_steps=2, logging_steps=1, max_length=512,
-                       per_device_train_batch_size=2, gradient_accumulation_steps=1, gradient_checkpointing=False,
-                       learning_rate=3e-3)
+def test_cli_side_by_side_with_a_fine_tune(shared, trained, tmp_path):
+    "tiny-qwen3 vs a short full fine-tune of it (the session's): one command, every subject, the paired test."
+    tuned = trained["full"]
     data = shared / "data" / "cmmlu_medical"
-    p = run(BIN / "medsft_eval", "--benchmark", "cmmlu-medical", "--data-dir", data, "-c", TINY, "-c", tuned,
+    p = run("--benchmark", "cmmlu-medical", "--data-dir", data, "-c", TINY, "-c", tuned,
             "--limit", 4, "--json", "-o", tmp_path / "eval")
     eq(p.returncode, 0)
     out = json.loads(p.stdout)
@@ -121,7 +118,7 @@ def test_cli_side_by_side_with_a_fine_tune(shared, tmp_path):
 
 def test_cli_think_mode_reports_parsing(shared, tmp_path):
     "--mode think: the finished rate and the none/several counts are reported; an unfinished answer counts wrong."
-    p = run(BIN / "medsft_eval", "--benchmark", "cmmlu-medical", "--data-dir", shared / "data" / "cmmlu_medical",
+    p = run("--benchmark", "cmmlu-medical", "--data-dir", shared / "data" / "cmmlu_medical",
             "-c", TINY, "--limit", 1, "--mode", "think", "-m", 6, "--json", "-o", tmp_path / "eval")
     eq(p.returncode, 0)
     r = json.loads(p.stdout)["checkpoints"][0]
@@ -139,13 +136,10 @@ def test_cli_user_errors(tmp_path):
              (["--benchmark", tmp_path / "q.jsonl"], ["q.jsonl:1", "no field 'answer'"]),
              (["--benchmark", "cmmlu-medical", "--data-dir", tmp_path / "none"], ["no such benchmark folder", "none"]),
              (["--benchmark", bench, "--mode", "guess"], ["mode must be"])]
-    procs = [subprocess.Popen([str(a) for a in (BIN / "medsft_eval", *args, "-c", tmp_path / "no-model")],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
-                              env={**os.environ, "OMP_NUM_THREADS": "1"}) for args, _ in cases]  # at once: imports are slow
-    for p, (args, needles) in zip(procs, cases):
-        _, err = p.communicate(timeout=600)
+    for args, needles in cases:
+        p = run(*args, "-c", tmp_path / "no-model")
         eq(p.returncode, 2)
-        lines = err.strip().splitlines()
+        lines = p.stderr.strip().splitlines()
         eq(len(lines), 1)
         for n in needles: assert n in lines[0], (n, lines[0])
     with pytest.raises(DataError, match="q.jsonl:1: no field 'answer'"): read_choices(tmp_path / "q.jsonl")
@@ -176,13 +170,13 @@ def test_cli_jsonl_with_a_column_mapping(tmp_path):
     src = tmp_path / "med.jsonl"
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     # the one mapping grammar of every command: key=value pairs (or a JSON object, see 00a_cli)
-    p = run(BIN / "medsft_eval", "--benchmark", src, "--columns", "question=q,options=opts,answer=gold",
+    p = run("--benchmark", src, "--columns", "question=q,options=opts,answer=gold",
             "-c", TINY, "--json", "-o", tmp_path / "eval")
     eq(p.returncode, 0)
     r = json.loads(p.stdout)["checkpoints"][0]
     eq((list(r["subjects"]), r["overall"]["n"]), (["med"], 2))
     records = [json.loads(l) for l in (tmp_path / "eval" / "tiny-qwen3" / "med-loglik-0shot.jsonl").read_text(encoding="utf-8").splitlines()]
     eq([(x["answer"], len(x["scores"])) for x in records], [("A", 3), ("B", 3)])
-    bad = run(BIN / "medsft_eval", "--benchmark", src, "--columns", "{question: q}", "-c", TINY)
+    bad = run("--benchmark", src, "--columns", "{question: q}", "-c", TINY)
     eq(bad.returncode, 2)
     assert "argument --columns: not a JSON object" in bad.stderr, bad.stderr

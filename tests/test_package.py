@@ -1,5 +1,5 @@
 """The installed package: import, version, console scripts and their --help."""
-import configparser, subprocess
+import configparser, re, subprocess
 from importlib.metadata import entry_points, version
 import pytest
 from fastcore.test import test_eq as eq
@@ -18,14 +18,23 @@ def test_console_scripts_registered(root):
     installed = {e.name for e in entry_points(group='console_scripts') if e.value.startswith('medsft.')}
     eq(declared - installed, set())
 
-@pytest.mark.parametrize('name', ['medsft_data', 'medsft_download', 'medsft_train', 'medsft_train_lora',
-                                  'medsft_merge', 'medsft_predict', 'medsft_eval'])
+TRAINER_FLAGS = pytest.mark.slow  # their --help imports transformers (every TrainingArguments field is a flag): ~7 s
+
+@pytest.mark.parametrize('name', ['medsft_data', 'medsft_download', pytest.param('medsft_train', marks=TRAINER_FLAGS),
+                                  pytest.param('medsft_train_lora', marks=TRAINER_FLAGS), 'medsft_merge',
+                                  'medsft_predict', 'medsft_eval', 'medsft_bench'])
 def test_cli_help(name):
+    "The installed console script itself starts and answers --help (every flag: test_cli)."
     r = subprocess.run([name, '--help'], capture_output=True, text=True, encoding='utf-8')
     eq(r.returncode, 0)
     assert 'usage' in r.stdout.lower(), r.stdout + r.stderr
 
 def test_public_modules_import():
-    for m in ['data', 'model', 'train_full', 'train_lora', 'inference', 'scaling']:
+    for m in ['data', 'model', 'train_full', 'train_lora', 'inference', 'scaling', 'commands']:
         mod = __import__(f'medsft.{m}', fromlist=['__all__'])
         assert mod.__all__, f'medsft.{m} exports nothing'
+
+def test_readme_says_how_to_open_the_notebooks(root):
+    "No Jupyter comes with medsft: the README names `make notebooks`, and the Makefile has that target."
+    assert 'make notebooks' in (root/'README.md').read_text(encoding='utf-8')
+    assert re.search(r'^notebooks:', (root/'Makefile').read_text(encoding='utf-8'), re.M)

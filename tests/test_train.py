@@ -1,45 +1,70 @@
-"CLI round trips of medsft.train_full and medsft.train_lora: --help, train, resume, refuse, LoRA -> merge -> predict."
-import json, os, subprocess, sys
+"""CLI round trips of medsft.train_full and medsft.train_lora: --help, train, resume, refuse, LoRA -> merge -> predict.
+The commands run in this process (`conftest.cli`); only the kill-and-resume test starts processes (it kills them),
+and it is in the slow tier."""
+import contextlib, json, os, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
 import torch
 from fastcore.test import test_eq as eq
 
+from conftest import cli
 from medsft.cli import parse_command
-from medsft.data import read_jsonl, shared_dir, write_jsonl
+from medsft.commands import medsft_merge, medsft_predict
+from medsft.data import medsft_data, read_jsonl, shared_dir, write_jsonl
 from medsft.model import IM_END_ID, TINY, load_model_and_tokenizer
+from medsft.train_full import medsft_train
+from medsft.train_lora import medsft_train_lora
+
+COMMANDS = dict(medsft_data=medsft_data, medsft_train=medsft_train, medsft_train_lora=medsft_train_lora, medsft_merge=medsft_merge,
+                medsft_predict=medsft_predict)
 
 ENV = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "SWANLAB_MODE": "disabled"}
 BIN = Path(sys.executable).parent
 # a handful of optimizer steps on the embedded tiny Qwen3 and 8 of the built-in sample rows
 SMALL = ["--model", TINY, "--train-file", "sample", "--val-file", "", "--max-train-rows", "8", "--max-length", "256",
          "--save-steps", "1", "--eval-steps", "2", "--logging-steps", "1", "--num-predict", "1", "--max-new-tokens", "8",
-         "--no-progress"]
+         "--no-progress", "--swanlab-mode", "disabled"]
 
 
 def run(cmd, *args, cwd=None, ok=True):
-    "Run a console script of this venv; assert its exit status."
-    r = subprocess.run([str(BIN/cmd), *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=900)
+    "Run a console script in this process (`cwd`: the working directory meanwhile); assert its exit status."
+    with contextlib.chdir(cwd or os.getcwd()): r = cli(COMMANDS[cmd], *args)
     if ok: assert r.returncode == 0, f"{cmd} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r
 
 
 @pytest.mark.parametrize("cmd,flags", [("medsft_train", ["--max-steps", "--resume", "--overwrite", "--swanlab-mode"]),
                                        ("medsft_train_lora", ["--lora-alpha", "--target-modules", "--modules-to-save"]),
-                                       ("medsft_merge", ["--adapter-dir", "--out-dir", "--base"])])
+                                       ("medsft_merge", ["--adapter-dir", "--output-dir", "--base"])])
 def test_help(cmd, flags):
     out = run(cmd, "--help").stdout
     for f in flags: assert f in out, f"{cmd} --help lacks {f}"
     if cmd == "medsft_train":  # docments, and TrainingArguments' own help, are the help text; every field is a flag
         assert "tokens per row, prompt + think + answer" in " ".join(out.split())
-        assert "about 30 percent slower" in " ".join(out.split()) and "--config" in out
+        assert "less memory, ~30% slower" in " ".join(out.split()) and "--config" in out
         for f in ("--optim", "--lr-scheduler-kwargs", "--dataloader-num-workers", "--torch-compile", "--deepspeed"):
             assert f in out, f
+        # medsft's own options first; the Trainer's pass-through fields after them, in a group of their own
+        group = out.index("transformers.TrainingArguments options, passed through")
+        assert out.index("--model ") < out.index("--train-file") < group < out.index("--optim "), out[:3000]
+        assert len(out.split("options:")[0].splitlines()) < 5, "usage should not list hundreds of flags"
+
+
+@contextlib.contextmanager
+def _warnings(name):
+    "The messages of WARNING and above that logger `name` (and its children) emit inside the block."
+    import logging
+    got, h = [], logging.Handler(logging.WARNING)
+    h.emit = lambda rec: got.append(rec.getMessage())
+    logging.getLogger(name).addHandler(h)
+    try: yield got
+    finally: logging.getLogger(name).removeHandler(h)
 
 
 def test_train_resume_refuse(tmp_path):
     out = tmp_path/"run"
+    SMALL = [*globals()["SMALL"], "--num-predict", "0", "--eval-steps", "100"]  # the folder rules are the subject
     r = run("medsft_train", *SMALL, "--num-train-epochs", "1", "--output-dir", out)
     assert "device: cpu" in r.stdout and "done: 2 steps" in r.stdout, r.stdout
     for d in (out, out/"checkpoint-1", out/"checkpoint-2"):
@@ -51,25 +76,32 @@ def test_train_resume_refuse(tmp_path):
     r = run("medsft_train", *SMALL, "--output-dir", out, ok=False)
     eq(r.returncode, 2)
     assert "is not empty" in r.stderr and "Traceback" not in r.stderr, r.stderr
-    # --resume continues from checkpoint-2 to the end of the second epoch
-    r = run("medsft_train", *SMALL, "--num-train-epochs", "2", "--output-dir", out, "--resume")
+    # --resume continues from checkpoint-2 to the end of the second epoch, with no warning about the tied lm_head
+    with _warnings("transformers") as logged:
+        r = run("medsft_train", *SMALL, "--num-train-epochs", "2", "--output-dir", out, "--resume")
     assert "resuming from" in r.stdout and "checkpoint-2" in r.stdout, r.stdout
+    assert not [m for m in logged if "missing keys" in m], logged
     eq(json.loads((out/"train_summary.json").read_text())["steps"], 4)
     eq(json.loads((out/"checkpoint-4"/"trainer_state.json").read_text())["global_step"], 4)
+    # --resume of the complete run, same settings: it says so, exits 0 and touches nothing
+    before = {f: f.stat().st_mtime_ns for f in out.rglob("*")}
+    r = run("medsft_train", *SMALL, "--num-train-epochs", "2", "--output-dir", out, "--resume")
+    assert "this run is complete (4 steps" in r.stdout and "train_loss_mean" not in r.stdout, r.stdout
+    eq({f: f.stat().st_mtime_ns for f in out.rglob("*")}, before)
     # --overwrite starts again and removes the old checkpoints
     run("medsft_train", *SMALL, "--max-steps", "1", "--output-dir", out, "--overwrite")
     eq(sorted(p.name for p in out.glob("checkpoint-*")), ["checkpoint-1"])
 
 
-def test_lora_merge_predict(tmp_path):
+def test_lora_merge_predict(trained, tmp_path):
+    "The session's LoRA run (2 steps on the trained full model), merged by the command: same answers, other weights."
     from medsft.inference import predict
-    adapter, merged = tmp_path/"lora", tmp_path/"merged"
-    run("medsft_train_lora", *SMALL, "--max-steps", "3", "--learning-rate", "1e-2", "--output-dir", adapter)
+    adapter, merged = trained["lora"], tmp_path/"merged"
     for d in (adapter, adapter/"checkpoint-1"):
         for f in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "chat_template.jinja",
                   "generation_config.json"):
             assert (d/f).exists(), d/f
-    r = run("medsft_merge", "--adapter-dir", adapter, "--out-dir", merged)
+    r = run("medsft_merge", "--adapter-dir", adapter, "--output-dir", merged)
     assert str(merged) in r.stdout
     assert (merged/"model.safetensors").exists() and not (merged/"adapter_config.json").exists()
     questions = ["高血压如何饮食？", "感冒需要吃抗生素吗？"]
@@ -78,7 +110,7 @@ def test_lora_merge_predict(tmp_path):
     eq(a, b)
     # and the adapter did change the model
     ids = torch.tensor([[9707, 1879, 151645]])
-    base_logits = load_model_and_tokenizer(TINY, device="cpu")[0](ids).logits
+    base_logits = load_model_and_tokenizer(trained["full"], device="cpu")[0](ids).logits
     merged_logits = load_model_and_tokenizer(merged, device="cpu")[0](ids).logits
     assert (base_logits - merged_logits).abs().max() > 1e-3
     # a bad request is one clear line
@@ -127,6 +159,7 @@ def _run_env(cmd, *args, fault=None):
     return subprocess.run([str(BIN/cmd), *map(str, args)], capture_output=True, text=True, env=env, timeout=900)
 
 
+@pytest.mark.slow  # real processes, killed: the process is the subject (about a minute each)
 @pytest.mark.parametrize("cmd,weights", [("medsft_train", "model.safetensors"),
                                          ("medsft_train_lora", "adapter_model.safetensors")])
 def test_kill_and_resume(tmp_path, cmd, weights):
@@ -175,36 +208,35 @@ def test_shipped_configs_parse(root, name, cls):
         eq(getattr(got, "value", got), v)
     rows_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
     eq((cfg.max_steps, rows_per_step, cfg.num_train_epochs, cfg.save_steps), (3, 4, 2, 400))
-    eq((cfg.gradient_checkpointing, cfg.packing, cfg.chunked_loss), (None, True, True))  # by need, fast path
+    eq((cfg.activation_checkpointing, cfg.packing, cfg.chunked_loss), (None, True, True))  # by need, fast path
 
 
-LOAD_PLAIN = r'''
-import json, sys
-from pathlib import Path
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from peft import PeftModel
-for d in map(Path, sys.argv[1:]):
-    tok = AutoTokenizer.from_pretrained(d)
-    if (d/"adapter_config.json").exists():
-        base = json.loads((d/"adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
-        m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), d)
-    else: m = AutoModelForCausalLM.from_pretrained(d)
-    ids = tok.apply_chat_template([{"role": "user", "content": "头痛怎么办？"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
-    out = m.generate(**ids, max_new_tokens=4, do_sample=False)
-    print(json.dumps(dict(folder=str(d), new=out.shape[1] - ids["input_ids"].shape[1], use_cache=m.config.use_cache,
-                          eos=m.generation_config.eos_token_id)))
-'''
+def load_plain(folders:list)->list:
+    "Load each folder with plain transformers/PEFT calls (nothing of medsft) and generate 4 greedy tokens."
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from peft import PeftModel
+    res = []
+    for d in folders:
+        tok = AutoTokenizer.from_pretrained(d)
+        if (d/"adapter_config.json").exists():
+            base = json.loads((d/"adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+            m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), d)
+        else: m = AutoModelForCausalLM.from_pretrained(d)
+        ids = tok.apply_chat_template([{"role": "user", "content": "头痛怎么办？"}], add_generation_prompt=True,
+                                      return_tensors="pt", return_dict=True)
+        out = m.generate(**ids, max_new_tokens=4, do_sample=False)
+        res.append(dict(new=out.shape[1] - ids["input_ids"].shape[1], use_cache=m.config.use_cache,
+                        eos=m.generation_config.eos_token_id))
+    return res
+
+
 SERVING = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"]
 RESUME_ONLY = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"}
 
 
-def test_folders_are_inference_ready(tmp_path):
+def test_folders_are_inference_ready(trained):
     "Every folder medsft writes loads with plain transformers/PEFT and generates; it has what serving engines read."
-    full, lora, merged = tmp_path/"full", tmp_path/"lora", tmp_path/"merged"
-    run("medsft_train", *SMALL, "--max-steps", "2", "--output-dir", full)
-    run("medsft_train_lora", *SMALL, "--max-steps", "2", "--model", full, "--output-dir", lora)
-    run("medsft_merge", "--adapter-dir", lora, "--out-dir", merged)
+    full, lora, merged = trained["full"], trained["lora"], trained["merged"]
     folders = [full, full/"checkpoint-1", lora, lora/"checkpoint-1", merged]
     for d in folders:
         names = {p.name for p in d.iterdir() if p.is_file()}
@@ -218,9 +250,5 @@ def test_folders_are_inference_ready(tmp_path):
         if "config.json" in names:
             c = json.loads((d/"config.json").read_text())
             eq((c["use_cache"], c["architectures"]), (True, ["Qwen3ForCausalLM"]))
-    r = subprocess.run([sys.executable, "-c", LOAD_PLAIN, *map(str, folders)], capture_output=True, text=True,
-                       env={**ENV, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}, timeout=600, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
-    eq(len(res), len(folders))
+    res = load_plain(folders)
     for x in res: eq((x["new"] > 0, x["use_cache"], x["eos"]), (True, True, [IM_END_ID, 151643]))
