@@ -154,36 +154,40 @@ def packed_logits_gap(model, # a causal LM, in the attention implementation to c
 
 # %% ../nbs/02a_speed.ipynb #efb80d84
 @torch.no_grad()
-def score_examples(model, # a causal LM (or a `PeftModel`) with a plain output layer (see `SFTTrainer`)
+def score_examples(model, # a causal LM (or a `PeftModel`)
                    examples:list, # dicts with `input_ids` and `labels` (-100 where not learned)
                    batch_size:int=4, # examples packed into one forward pass (the sums do not depend on it)
                    chunk_size:int=1024, # supervised positions per output-layer chunk
                   )->dict: # loss_sum (nats), tokens (supervised), think_ranks, im_end_ranks (1 = top-1; lists)
-    "Teacher-forced sums over `examples` in one pass: the loss, and the ranks of `</think>`/`<|im_end|>`."
+    ("Teacher-forced sums over `examples` in one pass: the loss, and the ranks of `</think>`/`<|im_end|>`; "
+     "an output layer that `output_layer` cannot split off (PEFT's `modules_to_save`) gives full logits instead.")
     parts = output_layer(model)
-    if not parts: raise ValueError("score_examples needs a causal LM whose output layer is a plain Linear")
-    decoder, weight = parts
     loss, tokens, ranks = 0.0, 0, {THINK_END_ID: [], IM_END_ID: []}
     with eval_mode(model):
         for i in range(0, len(examples), batch_size):
             b = pack_collator()([{k: e[k] for k in ("input_ids", "labels")} for e in examples[i:i + batch_size]])
-            b = {k: v.to(weight.device) for k, v in b.items()}
-            hidden = decoder(input_ids=b["input_ids"], position_ids=b["position_ids"],
-                             use_cache=False).last_hidden_state
-            labels = b["labels"]
+            ids, pos, labels = (b[k].to(model.device) for k in ("input_ids", "position_ids", "labels"))
             n = int((labels[:, 1:] != -100).sum())
-            if n: loss += linear_cross_entropy(hidden, labels, weight, 1, chunk_size).item()  # a sum: / 1
+            if parts:  # the decoder once; the output layer at the supervised positions, chunk by chunk
+                decoder, weight = parts
+                hidden = decoder(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state
+                if n: loss += linear_cross_entropy(hidden, labels, weight, 1, chunk_size).item()  # a sum: / 1
+                head = lambda j: (hidden[0, j].to(weight.dtype) @ weight.T).float()
+            else:
+                logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0].float()
+                loss += F.cross_entropy(logits[:-1], labels[0, 1:], reduction="sum").item()
+                head = lambda j: logits[j]
             tokens += n
-            starts = (b["position_ids"][0] == 0).nonzero().flatten().tolist() + [labels.shape[1]]
+            starts = (pos[0] == 0).nonzero().flatten().tolist() + [labels.shape[1]]
             for s, e in zip(starts, starts[1:]):  # each example: its first `</think>`, its `<|im_end|>`
                 lab = labels[0, s:e]
                 sup = (lab != -100).nonzero().flatten().tolist()
                 targets = [(THINK_END_ID, next((p for p in sup if lab[p] == THINK_END_ID), None)),
                            (IM_END_ID, next((p for p in sup if lab[p] == IM_END_ID), sup[-1] if sup else None))]
                 for tok, p in targets:
-                    if p is None or p == 0: continue
-                    logits = (hidden[0, s + p - 1].to(weight.dtype) @ weight.T).float()
-                    ranks[tok].append(int((logits > logits[tok]).sum()) + 1)
+                    if not p: continue  # none, or at an example's first position (nothing predicts it)
+                    logits_p = head(s + p - 1)
+                    ranks[tok].append(int((logits_p > logits_p[tok]).sum()) + 1)
     return dict(loss_sum=loss, tokens=tokens, think_ranks=ranks[THINK_END_ID], im_end_ranks=ranks[IM_END_ID])
 
 # %% ../nbs/02a_speed.ipynb #d543fd79

@@ -26,8 +26,7 @@ from .cli import command
 from .data import (DEFAULT_SYSTEM_PROMPT, _check_options, load_rows, load_split, row_key, tokenize_rows,
                          validate_rows)
 from .inference import Predictor
-from .speed import (SFTTrainer, output_layer, checkpointing_needed, pack_collator, score_examples,
-                          tokenize_cached)
+from .speed import SFTTrainer, checkpointing_needed, pack_collator, score_examples, tokenize_cached
 from .model import (COMPLETE_FILE, DEFAULT_BASE, IM_END_ID, RUN_CONFIG, THINK_END_ID,
                           eval_mode, finish_folder, is_complete, load_model_and_tokenizer, mark_complete,
                           pick_device, unwrap_peft)
@@ -260,7 +259,7 @@ class MedsftTrainer(SFTTrainer):
          "(`format_metrics`) the `</think>`/`<|im_end|>` top-1 rates, summed over processes, logged as `Trainer` does.")
         ds = self.eval_dataset if eval_dataset is None else eval_dataset
         sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled  # weights exist only inside the wrapper
-        if not ds or isinstance(ds, dict) or sharded or not output_layer(self.model):
+        if not ds or isinstance(ds, dict) or sharded:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         t0, a = time.time(), self.args
         s = score_examples(self.model, [ds[i] for i in range(a.process_index, len(ds), a.world_size)],
