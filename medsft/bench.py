@@ -6,7 +6,7 @@
 __all__ = ['PATHS', 'matmul_peak', 'matmul_params', 'heldout_loss', 'bench_one', 'run_bench', 'format_bench']
 
 # %% ../nbs/02b_bench.ipynb #c1552ebc
-import contextlib, importlib.util, io, itertools, json, platform, statistics, sys, tempfile, threading, time
+import contextlib, importlib.util, io, itertools, platform, statistics, sys, tempfile, threading, time
 from dataclasses import asdict, replace
 from pathlib import Path
 

@@ -91,7 +91,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         if message.startswith("unrecognized arguments: "):
             word = message.split(": ", 1)[1].split()[0].split("=")[0]
-            near = difflib.get_close_matches(word, [o for a in self._actions for o in a.option_strings], n=1)
+            shown = [o for a in self._actions if a.help != argparse.SUPPRESS for o in a.option_strings]
+            near = difflib.get_close_matches(word, shown, n=1)
             if near: message += f"; did you mean {near[0]}?"
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
@@ -119,14 +120,16 @@ def build_parser(spec, # a function with docments, or a config dataclass
               for c in dict.fromkeys(groups.values())}
     for f in sorted(flags_of(spec), key=lambda f: f.name in foreign):  # own fields, then redefined ones
         t, nargs, choices = _convert(f.type)
-        text = (f.help + ("" if f.default is None else f" (default: {f.default})")).replace("%", "%%")
+        text = (f.help + (" (required)" if f.required else "" if f.default is None else f" (default: {f.default})")
+                ).replace("%", "%%")
         kw = dict(dest=f.name, default=argparse.SUPPRESS, required=f.required)
         if t is bool: kw |= dict(action=argparse.BooleanOptionalAction)
         else: kw |= dict(type=t, nargs=nargs, choices=choices, metavar=f.name.upper(),
                          action="extend" if nargs else "store")
         shown = [short[f.name]] if f.name in (short or {}) else []
         g = passed[groups[f.name]] if f.name in groups else p
-        hidden = ["--" + f.name] * ("_" in f.name) + (aliases or {}).get(f.name, [])
+        old = [o for a in (aliases or {}).get(f.name, []) for o in (a, "--" + a[2:].replace("-", "_"))]
+        hidden = list(dict.fromkeys(["--" + f.name] * ("_" in f.name) + old))  # every spelling once
         if hidden and f.required:  # any spelling will do: checked after parsing
             kw["required"], p.needed = False, (*p.needed, (f.name, "--" + f.name.replace("_", "-")))
         g.add_argument(*shown, "--" + f.name.replace("_", "-"), help=text, **kw)

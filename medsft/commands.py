@@ -6,7 +6,6 @@
 __all__ = ['medsft_predict', 'medsft_eval', 'medsft_merge', 'medsft_download', 'BenchConfig', 'medsft_bench']
 
 # %% ../nbs/04b_commands.ipynb #a7220774
-import sys
 from dataclasses import dataclass
 
 from .cli import command

@@ -134,7 +134,8 @@ _SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 def _data_files(path:Path)->list[Path]:
     "The data files of a folder, in name order (a `medsft_data` output: its rows only); `DataError` if none."
     if (path/"split_index.jsonl").exists() and (path/"report.json").exists():  # written by `prepare_data`:
-        return [path/f for f in ("train.jsonl", "val.jsonl") if (path/f).exists()]  # the other files repeat rows
+        return [path/f for f in ("train.jsonl", "val.jsonl")  # the other files repeat rows (--val-frac 0:
+                if (path/f).exists() and (path/f).stat().st_size]  # an empty val.jsonl)
     files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES)
     if not files: raise DataError(f"{path}: folder has no {'/'.join(_SUFFIXES)} files")
     return files
@@ -826,7 +827,7 @@ def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", l
     return rep
 
 # %% ../nbs/00_data.ipynb #0f9bdd7d
-@command(short=dict(output_dir="-o"), aliases=dict(output_dir=["--out-dir", "--out_dir"]))
+@command(short=dict(output_dir="-o"), aliases=dict(output_dir=["--out-dir"]))
 def medsft_data(source:str=DEFAULT_DATASET, # file/folder (jsonl/json/csv/parquet), ModelScope id or `sample`
                 output_dir:str=".", # folder for train/val files, formats, split index and report.json
                 val_frac:float=0.1, # validation share (reference: 0.1; first int(0.9*n) shuffled rows train)

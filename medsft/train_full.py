@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import PartialState
-from fastcore.basics import patch
 from accelerate.utils import broadcast_object_list
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
@@ -27,15 +26,20 @@ from .data import (DEFAULT_SYSTEM_PROMPT, _check_options, load_rows, load_split,
                          validate_rows)
 from .inference import Predictor
 from .speed import SFTTrainer, checkpointing_needed, pack_collator, score_examples, tokenize_cached
-from .model import (COMPLETE_FILE, DEFAULT_BASE, IM_END_ID, RUN_CONFIG, THINK_END_ID,
-                          eval_mode, finish_folder, is_complete, load_model_and_tokenizer, mark_complete,
-                          pick_device, unwrap_peft)
+from .model import (COMPLETE_FILE, DEFAULT_BASE, RUN_CONFIG, eval_mode, finish_folder, is_complete,
+                          load_model_and_tokenizer, mark_complete, pick_device, unwrap_peft)
 
 # %% ../nbs/02_train_full.ipynb #6700c24e
 @dataclass
 class TrainConfig(TrainingArguments):
     "One SFT run: every `TrainingArguments` field, the reference `train.py`'s defaults, and medsft's own."
     _run_suffix = ""  # added to the default `run_name` (not a field)
+
+    def run_name_of(self)->str: # e.g. "Qwen3-1.7B", "tiny-qwen3", "base-lora"
+        "`run_name`, else the model folder's name (ModelScope's `Qwen3-1___7B` read as `Qwen3-1.7B`)."
+        if self.run_name: return self.run_name
+        p = Path(str(self.model))
+        return (p.name or p.resolve().name).replace("___", ".") + self._run_suffix
     model:str=DEFAULT_BASE # base model folder, ModelScope id, `checkpoint-N` folder or embedded `tiny-qwen3`
     train_file:str="train.jsonl" # question/think/answer rows: a `load_rows` file, `sample` or a list of dicts
     val_file:str="val.jsonl" # eval rows, same forms; ""/None: `load_split` splits `val_frac` off `train_file`
@@ -72,7 +76,7 @@ class TrainConfig(TrainingArguments):
     logging_steps:float=10 # log loss, learning rate and grad norm every this many steps
     save_steps:float=400 # write `checkpoint-N` every this many steps (and at the end)
     activation_checkpointing:bool=None # less memory, ~30% slower; None: if a step needs it (reference: on)
-    run_name:str=None # SwanLab experiment and loss-plot title; None: the model folder's name (Qwen3-1.7B)
+    run_name:str=None # SwanLab experiment and loss-plot title; None: the model folder's name (`run_name_of`)
     report_to:str|list[str]="none" # HF loggers: none (medsft starts SwanLab itself: `swanlab_mode`)
     logging_nan_inf_filter:bool=False # False: a NaN or inf loss is logged as is (and `LossGuard` reports it)
     include_num_input_tokens_seen:str="non_padding" # count the tokens trained on (summary, throughput)
@@ -87,8 +91,6 @@ class TrainConfig(TrainingArguments):
         # no usable GPU: the CPU (also for `PartialState`, which needs it for a multi-process CPU run)
         if not self.use_cpu and pick_device(None, self.dtype)[0] == "cpu": self.use_cpu = True
         if not self.progress: self.disable_tqdm = True
-        if self.run_name is None:  # ModelScope writes Qwen/Qwen3-1.7B to Qwen3-1___7B
-            self.run_name = Path(str(self.model)).name.replace("___", ".") + self._run_suffix
         # resolves an unset checkpointing to False: keep it unset, `prepare_model` decides
         super().__post_init__()
         if by_need: self.gradient_checkpointing = self.activation_checkpointing = None
@@ -239,6 +241,7 @@ class MedsftTrainer(SFTTrainer):
     def __init__(self, *args, base_model=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.base_model = base_model  # folder whose generation_config.json the checkpoints start from
+        self.last_eval = None  # (step, metrics) of this trainer's latest `evaluate`
         if os.environ.get("MEDSFT_FAULT"): self.add_callback(_FaultAtStep())
 
     def _save_checkpoint(self, model, trial):
@@ -258,12 +261,14 @@ class MedsftTrainer(SFTTrainer):
         ("One pass over the eval examples (`score_examples`), each process its share: the token-weighted loss and "
          "(`format_metrics`) the `</think>`/`<|im_end|>` top-1 rates, summed over processes, logged as `Trainer` does.")
         ds = self.eval_dataset if eval_dataset is None else eval_dataset
+        if isinstance(eval_dataset, str): ds = self.eval_dataset[eval_dataset]  # a name in a dict of them
         sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled  # weights exist only inside the wrapper
         if not ds or isinstance(ds, dict) or sharded:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         t0, a = time.time(), self.args
-        s = score_examples(self.model, [ds[i] for i in range(a.process_index, len(ds), a.world_size)],
-                           a.per_device_eval_batch_size)
+        with self.autocast_smart_context_manager():  # the training's precision (bf16 autocast on a GPU)
+            s = score_examples(self.model, [ds[i] for i in range(a.process_index, len(ds), a.world_size)],
+                               a.per_device_eval_batch_size)
         top1 = lambda rs: [sum(r == 1 for r in rs), len(rs)]
         sums = torch.tensor([s["loss_sum"], s["tokens"], *top1(s["think_ranks"]), *top1(s["im_end_ranks"])],
                             dtype=torch.float64, device=a.device)
@@ -276,6 +281,7 @@ class MedsftTrainer(SFTTrainer):
         metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - t0, 4)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(a, self.state, self.control, metrics)
+        self.last_eval = (self.state.global_step, metrics)
         return metrics
 
     def _issue_warnings_after_load(self, load_result):
@@ -314,7 +320,7 @@ def start_swanlab(cfg:TrainConfig, # swanlab_mode, swanlab_project, run_name, sw
     import swanlab
     from swanlab.integration.transformers import SwanLabCallback
     if os.environ.get("SWANLAB_MODE") == "": del os.environ["SWANLAB_MODE"]  # SwanLab rejects an empty one
-    swanlab.init(project=cfg.swanlab_project, name=cfg.run_name, mode=mode, reinit=True,
+    swanlab.init(project=cfg.swanlab_project, name=cfg.run_name_of(), mode=mode, reinit=True,
                  log_dir=str(cfg.swanlab_dir or Path(cfg.output_dir)/"swanlog"),
                  config=run_config(cfg), settings=swanlab.Settings(interactive=False))
     return SwanLabCallback()
@@ -440,11 +446,11 @@ def _start_output(cfg, out:Path)->str: # the checkpoint to resume from, or None
 
 def _already_done(cfg, out:Path)->bool:
     "A `--resume` of a complete run with the same settings: nothing to train (say so, touch nothing)."
-    if not (cfg.resume and is_complete(out) and (out/RUN_CONFIG).exists()): return False
+    done = [out/RUN_CONFIG, out/"train_summary.json"]  # the summary is written last (a kill before: not done)
+    if not (cfg.resume and not cfg.overwrite and is_complete(out) and all(f.exists() for f in done)): return False
     same = lambda d: yaml.safe_load(yaml.safe_dump(d, allow_unicode=True))  # compare as the file holds them
     if yaml.safe_load((out/RUN_CONFIG).read_text(encoding="utf-8")) != same(run_config(cfg)): return False
-    steps = json.loads((out/"train_summary.json").read_text(encoding="utf-8"))["steps"] \
-        if (out/"train_summary.json").exists() else "all"
+    steps = json.loads((out/"train_summary.json").read_text(encoding="utf-8"))["steps"]
     print(f"{out}: this run is complete ({steps} steps, the same settings): nothing to resume. Raise max_steps or "
           f"num_train_epochs to train further, or pass --overwrite to train again from the start.")
     return True
@@ -471,6 +477,8 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
         callbacks = [LossGuard()] + ([swan] if swan else [])
         trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_ds, autocast, callbacks, base)
         if resume_from: print(f"resuming from {resume_from}")
+        start_step = json.loads((Path(resume_from)/"trainer_state.json").read_text(encoding="utf-8")
+                                )["global_step"] if resume_from else 0  # no step trained now: no train loss
         result = trainer.train(resume_from_checkpoint=resume_from)
         trainer.save_model(out)
         if state.is_main_process:
@@ -478,9 +486,11 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
             (out/"training_args.bin").unlink(missing_ok=True)
             _fault("final", trainer.state.global_step)
             mark_complete(finish_folder(out, tokenizer, base))
-        last = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), {})
-        # the evaluation at the last step (transformers runs one there) is the final one: not run twice
-        metrics = (last if last.get("step") == trainer.state.global_step else trainer.evaluate()) if eval_ds else {}
+        # the evaluation this run made at its last step (transformers runs one there) is the final one, unless
+        # the best checkpoint was loaded back
+        ev, step = trainer.last_eval, trainer.state.global_step
+        reuse = ev and ev[0] == step and not cfg.load_best_model_at_end
+        metrics = (ev[1] if reuse else trainer.evaluate()) if eval_ds else {}
         preds = predict_rows(model, tokenizer, val_rows[:cfg.num_predict], cfg.max_new_tokens, cfg.system)
         for p in preds: print(f"Q: {p['question']}\nA: {p['text']}\n")
         if swan and preds:
@@ -490,7 +500,8 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
     hist = trainer.state.log_history
     last = next((h for h in reversed(hist) if "loss" in h), {})
     s = dict(steps=trainer.state.global_step, tokens=trainer.state.num_input_tokens_seen,
-             seconds=round(time.time() - t0, 1), train_loss_mean=result.training_loss,
+             seconds=round(time.time() - t0, 1),
+             train_loss_mean=result.training_loss if trainer.state.global_step > start_step else None,
              last_logged_loss=last.get("loss"), last_logged_step=last.get("step"),
              **{k: metrics.get(k) for k in ("eval_loss", "eval_think_top1", "eval_im_end_top1")},
              output_dir=str(out), resumed_from=resume_from, device=device, weights=str(weights)[6:],
@@ -499,7 +510,7 @@ def _run_sft(cfg, wrap_model, state, device, dtype, want, reason):
                           for p in preds], log_history=hist)
     if state.is_main_process:
         (out/"train_summary.json").write_text(json.dumps(s, ensure_ascii=False, indent=1), encoding="utf-8")
-        try: plot_losses(hist, out/"loss.png", title=cfg.run_name)
+        try: plot_losses(hist, out/"loss.png", title=cfg.run_name_of())
         except ImportError: print("loss.png not written: matplotlib is not installed")
     print("done:", _summary_line(s))
     return out

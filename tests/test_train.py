@@ -88,6 +88,11 @@ def test_train_resume_refuse(tmp_path):
     r = run("medsft_train", *SMALL, "--num-train-epochs", "2", "--output-dir", out, "--resume")
     assert "this run is complete (4 steps" in r.stdout and "train_loss_mean" not in r.stdout, r.stdout
     eq({f: f.stat().st_mtime_ns for f in out.rglob("*")}, before)
+    # killed after its last checkpoint but before the summary (final evaluation, predictions): --resume finishes it
+    (out/"train_summary.json").unlink()
+    r = run("medsft_train", *SMALL, "--num-train-epochs", "2", "--output-dir", out, "--resume")
+    assert "this run is complete" not in r.stdout and "train_loss_mean n/a" in r.stdout, r.stdout
+    eq(json.loads((out/"train_summary.json").read_text())["steps"], 4)
     # --overwrite starts again and removes the old checkpoints
     run("medsft_train", *SMALL, "--max-steps", "1", "--output-dir", out, "--overwrite")
     eq(sorted(p.name for p in out.glob("checkpoint-*")), ["checkpoint-1"])
