@@ -105,7 +105,8 @@ def _args(cfg, out, device, autocast, batch, accum, checkpointing, cls=TrainingA
     return cls(output_dir=str(out), per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
                max_steps=cfg.steps, learning_rate=cfg.learning_rate, logging_steps=1, save_strategy="no",
                report_to="none", seed=cfg.seed, use_cpu=device == "cpu", bf16=autocast == "bf16",
-               activation_checkpointing=checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
+               activation_checkpointing=checkpointing,
+               activation_checkpointing_kwargs={"use_reentrant": False},
                disable_tqdm=True, **kw)
 
 def _reference(cfg, s, model, out):
@@ -229,7 +230,7 @@ def format_bench(res:dict, # a `run_bench` result
     lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths)))
              for r in [head] + rows]
     n = len(res["runs"])
-    lines += [f"{k}: {v['median']:.2f}x tokens/s" + (f" (range {v['min']:.2f}-{v['max']:.2f} over {n} repeats)"
-              if n > 1 else "") for k, v in res["ratios"].items()]
-    return "\n".join([f"{res['machine']['device']}, {res['compute']} compute, {res['data']['train_rows']} rows"]
-                     + lines)
+    spread = lambda v: f" (range {v['min']:.2f}-{v['max']:.2f} over {n} repeats)" if n > 1 else ""
+    lines += [f"{k}: {v['median']:.2f}x tokens/s{spread(v)}" for k, v in res["ratios"].items()]
+    m, d = res["machine"], res["data"]
+    return "\n".join([f"{m['device']}, {res['compute']} compute, {d['train_rows']} rows"] + lines)

@@ -99,10 +99,10 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(spec, # a function with docments, or a config dataclass
                  prog:str=None, # the command name
                  short:dict=None, # short flags, e.g. `{"input": "-i"}`
-                 aliases:dict=None, # older spellings, accepted but not shown, e.g. `{"output_dir": ["--out-dir"]}`
+                 aliases:dict=None, # older spellings, accepted, not shown: `{"output_dir": ["--out-dir"]}`
                 )->argparse.ArgumentParser:
-    ("One option per field: `--dashed-name` shown in `--help`, `--underscored_name` accepted too; fields that a "
-     "dataclass inherits from another package (`TrainingArguments`) are listed last, in a group of their own.")
+    ("One option per field: `--dashed-name` shown, `--underscored_name` accepted; fields inherited from "
+     "another package's dataclass (`TrainingArguments`) are listed last, in a group of their own.")
     dc = dataclasses.is_dataclass(spec)
     p = _Parser(prog=prog, description=inspect.getdoc(spec), formatter_class=_Formatter,
                 usage="%(prog)s [--config FILE] [options]" if dc else None,  # not hundreds of usage lines
@@ -120,8 +120,8 @@ def build_parser(spec, # a function with docments, or a config dataclass
               for c in dict.fromkeys(groups.values())}
     for f in sorted(flags_of(spec), key=lambda f: f.name in foreign):  # own fields, then redefined ones
         t, nargs, choices = _convert(f.type)
-        text = (f.help + (" (required)" if f.required else "" if f.default is None else f" (default: {f.default})")
-                ).replace("%", "%%")
+        tail = " (required)" if f.required else "" if f.default is None else f" (default: {f.default})"
+        text = (f.help + tail).replace("%", "%%")
         kw = dict(dest=f.name, default=argparse.SUPPRESS, required=f.required)
         if t is bool: kw |= dict(action=argparse.BooleanOptionalAction)
         else: kw |= dict(type=t, nargs=nargs, choices=choices, metavar=f.name.upper(),

@@ -27,8 +27,8 @@ __all__ = ['DEFAULT_SYSTEM_PROMPT', 'DEFAULT_DATASET', 'DEFAULT_CHECKPOINT', 'DE
 DEFAULT_SYSTEM_PROMPT = "你是一个医学专家，你需要根据用户的问题，给出带有思考的回答。"
 DEFAULT_DATASET = "krisfu/delicate_medical_r1_data"
 DEFAULT_CHECKPOINT = "./output/Qwen3-1.7B/checkpoint-1084"  # the reference `predict.py`'s `-c` default
-# new tokens per answer in `predict`, `medsft_predict` and `medsft_eval`: the reference's `-m 256` cuts every thinking
-# answer short (the gold think blocks of delicate_medical_r1 have a median of 547 tokens); 1024 lets most finish
+# new tokens per answer in `predict`, `medsft_predict` and `medsft_eval`: the reference's `-m 256` cuts
+# every thinking answer short (delicate_medical_r1's gold think blocks: median 547 tokens); 1024 lets most finish
 DEFAULT_MAX_NEW_TOKENS = 1024
 
 class DataError(ValueError):
@@ -47,7 +47,7 @@ def render_assistant(think:str, # reasoning text, "" for a non-thinking row
 
 def parse_assistant(text:str, # an assistant turn or generated text (special tokens removed)
                     strip:bool=True, # strip all surrounding whitespace; False: only the template's newlines
-                   )->dict: # think, answer (str); closed: True (`</think>` came), False (never), None (no tags)
+                   )->dict: # think, answer; closed: True (`</think>` came), False (never), None (no tags)
     "Split assistant text into think and answer with the rule of Qwen3's chat template."
     if "</think>" in text:
         parts = text.split("</think>")
@@ -803,7 +803,7 @@ def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", l
     "Load, validate, split and write train/val files in raw, reference-format and chat-messages form."
     out = Path(output_dir)
     if isinstance(source, (str, Path)) and Path(source).is_dir() and Path(source).resolve() == out.resolve():
-        raise DataError(f"output_dir {out} is the source folder: a second run would read its own output files")
+        raise DataError(f"output_dir {out} is the source folder: a second run would read its own output")
     bound = inspect.signature(load_split).bind(source, **kwargs)
     bound.apply_defaults()  # one set of defaults: `load_split`'s
     a = bound.arguments

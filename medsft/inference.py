@@ -141,7 +141,8 @@ def generation_config(self:Predictor,
     else:
         # neutral: no "flags ignored" warnings from the checkpoint's values
         sampling = dict(temperature=1.0, top_p=1.0, top_k=50)
-    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=do_sample, use_cache=True,  # also in training
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=do_sample,
+                            use_cache=True,  # also in training (where the model's config has it off)
                             eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id,
                             repetition_penalty=repetition_penalty or 1.0, **sampling)
 
@@ -304,7 +305,7 @@ def _is_messages(x)->bool:
 
 def predict(question_or_messages, # a question, a `messages` list, or a list of questions/`messages` lists
             checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`; also a `Predictor` or `(model, tokenizer)`
-            max_new_tokens:int=DEFAULT_MAX_NEW_TOKENS, # 1024 (the reference `-m 256` cuts thinking answers: FAQ below)
+            max_new_tokens:int=DEFAULT_MAX_NEW_TOKENS, # 1024 (the reference `-m 256` cuts thinking: FAQ)
             enable_thinking:bool=True, # False: no think block
             system:str=DEFAULT_SYSTEM_PROMPT, # system prompt for bare questions
             do_sample:bool=True, # False: greedy decoding
@@ -620,7 +621,7 @@ def format_summary(summary:dict)->str: # a two-column text table
 
 def eval_command(*, checkpoint, val_file, limit, max_new_tokens, batch_size, output_dir, think, greedy, seed,
                  skip_bad_rows, device, dtype, base, json):
-    "What `medsft_eval` does on a `--val-file` (its flags, documented in `medsft.commands`, are the arguments)."
+    "What `medsft_eval` does on a `--val-file` (its flags, in `medsft.commands`, are the keywords)."
     hf_logging.disable_progress_bar()
     summary = evaluate(checkpoint, val_file, n=limit, max_new_tokens=max_new_tokens, batch_size=batch_size,
                        out_dir=output_dir, enable_thinking=think, do_sample=not greedy, seed=seed,

@@ -385,7 +385,8 @@ def peft_quiet(): # around calls that build a `PeftModel`
     ("Silence the one warning PEFT 0.21 gives on every wrap (it reads `is_gradient_checkpointing`, which "
      "transformers 5.24 deprecates); nothing else is filtered.")
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning,
+                                message="`is_gradient_checkpointing` is deprecated")
         yield
 
 def load_model_and_tokenizer(path_or_id, # `TINY`, a model/checkpoint/adapter folder, or a ModelScope id

@@ -158,14 +158,15 @@ def score_examples(model, # a causal LM (or a `PeftModel`)
                    examples:list, # dicts with `input_ids` and `labels` (-100 where not learned)
                    batch_size:int=4, # examples packed into one forward pass (the sums do not depend on it)
                    chunk_size:int=1024, # supervised positions per output-layer chunk
-                  )->dict: # loss_sum (nats), tokens (supervised), think_ranks, im_end_ranks (1 = top-1; lists)
+                  )->dict: # loss_sum (nats), tokens (supervised), think_ranks, im_end_ranks (1: top-1)
     ("Teacher-forced sums over `examples` in one pass: the loss, and the ranks of `</think>`/`<|im_end|>`; "
-     "an output layer that `output_layer` cannot split off (PEFT's `modules_to_save`) gives full logits instead.")
+     "an output layer `output_layer` cannot split off (PEFT's `modules_to_save`): full logits.")
     parts = output_layer(model)
     loss, tokens, ranks = 0.0, 0, {THINK_END_ID: [], IM_END_ID: []}
     with eval_mode(model):
         for i in range(0, len(examples), batch_size):
-            b = pack_collator()([{k: e[k] for k in ("input_ids", "labels")} for e in examples[i:i + batch_size]])
+            chunk = examples[i:i + batch_size]
+            b = pack_collator()([{k: e[k] for k in ("input_ids", "labels")} for e in chunk])
             ids, pos, labels = (b[k].to(model.device) for k in ("input_ids", "position_ids", "labels"))
             n = int((labels[:, 1:] != -100).sum())
             if parts:  # the decoder once; the output layer at the supervised positions, chunk by chunk
@@ -182,8 +183,9 @@ def score_examples(model, # a causal LM (or a `PeftModel`)
             for s, e in zip(starts, starts[1:]):  # each example: its first `</think>`, its `<|im_end|>`
                 lab = labels[0, s:e]
                 sup = (lab != -100).nonzero().flatten().tolist()
-                targets = [(THINK_END_ID, next((p for p in sup if lab[p] == THINK_END_ID), None)),
-                           (IM_END_ID, next((p for p in sup if lab[p] == IM_END_ID), sup[-1] if sup else None))]
+                first = lambda tok, default=None: next((p for p in sup if lab[p] == tok), default)
+                last = sup[-1] if sup else None  # no `<|im_end|>` (the reference's way): where it belongs
+                targets = [(THINK_END_ID, first(THINK_END_ID)), (IM_END_ID, first(IM_END_ID, last))]
                 for tok, p in targets:
                     if not p: continue  # none, or at an example's first position (nothing predicts it)
                     logits_p = head(s + p - 1)

@@ -258,8 +258,8 @@ class MedsftTrainer(SFTTrainer):
         rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-        ("One pass over the eval examples (`score_examples`), each process its share: the token-weighted loss and "
-         "(`format_metrics`) the `</think>`/`<|im_end|>` top-1 rates, summed over processes, logged as `Trainer` does.")
+        ("One pass (`score_examples`), each process its share: the token-weighted loss and "
+         "(`format_metrics`) the `</think>`/`<|im_end|>` top-1 rates, summed over processes, logged as usual.")
         ds = self.eval_dataset if eval_dataset is None else eval_dataset
         if isinstance(eval_dataset, str): ds = self.eval_dataset[eval_dataset]  # a name in a dict of them
         sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled  # weights exist only inside the wrapper
@@ -285,7 +285,7 @@ class MedsftTrainer(SFTTrainer):
         return metrics
 
     def _issue_warnings_after_load(self, load_result):
-        "The `Trainer`'s check of a resumed checkpoint, without a tied weight (not saved: it is the embedding)."
+        "The `Trainer`'s check of a resumed checkpoint, without tied weights (not saved: the embedding)."
         tied = getattr(unwrap_peft(self.model), "all_tied_weights_keys", None) or {}
         super()._issue_warnings_after_load(
             load_result._replace(missing_keys=[k for k in load_result.missing_keys if k not in tied]))
@@ -327,7 +327,7 @@ def start_swanlab(cfg:TrainConfig, # swanlab_mode, swanlab_project, run_name, sw
 
 # %% ../nbs/02_train_full.ipynb #28024ec4
 def prepare_model(model, # a causal LM
-                  cfg:TrainConfig, # `activation_checkpointing` (None: by need), train batch size, `max_length`
+                  cfg:TrainConfig, # `activation_checkpointing` (None: by need), batch size, `max_length`
                   autocast:str=None, # "bf16"/"fp16" halve the activations in the memory estimate
                  ):
     "Set the model up for training: gradient checkpointing (non-reentrant) if set or needed, no KV cache."
@@ -447,11 +447,13 @@ def _start_output(cfg, out:Path)->str: # the checkpoint to resume from, or None
 def _already_done(cfg, out:Path)->bool:
     "A `--resume` of a complete run with the same settings: nothing to train (say so, touch nothing)."
     done = [out/RUN_CONFIG, out/"train_summary.json"]  # the summary is written last (a kill before: not done)
-    if not (cfg.resume and not cfg.overwrite and is_complete(out) and all(f.exists() for f in done)): return False
+    if not (cfg.resume and not cfg.overwrite and is_complete(out)) or not all(f.exists() for f in done):
+        return False
     same = lambda d: yaml.safe_load(yaml.safe_dump(d, allow_unicode=True))  # compare as the file holds them
     if yaml.safe_load((out/RUN_CONFIG).read_text(encoding="utf-8")) != same(run_config(cfg)): return False
     steps = json.loads((out/"train_summary.json").read_text(encoding="utf-8"))["steps"]
-    print(f"{out}: this run is complete ({steps} steps, the same settings): nothing to resume. Raise max_steps or "
+    print(f"{out}: this run is complete ({steps} steps, the same settings): nothing to resume. "
+          f"Raise max_steps or "
           f"num_train_epochs to train further, or pass --overwrite to train again from the start.")
     return True
 
@@ -528,8 +530,9 @@ def summarize_scores(s:dict, # `score_examples`' sums
     "Shares, median ranks and the token-weighted loss of `score_examples`' sums."
     top1 = lambda rs: sum(r == 1 for r in rs) / len(rs) if rs else None
     median = lambda rs: statistics.median(rs) if rs else None
-    return dict(n=len(s["im_end_ranks"]), think_top1=top1(s["think_ranks"]), im_end_top1=top1(s["im_end_ranks"]),
-                think_median_rank=median(s["think_ranks"]), im_end_median_rank=median(s["im_end_ranks"]),
+    think, end = s["think_ranks"], s["im_end_ranks"]
+    return dict(n=len(end), think_top1=top1(think), im_end_top1=top1(end),
+                think_median_rank=median(think), im_end_median_rank=median(end),
                 eval_loss=s["loss_sum"] / max(s["tokens"], 1))
 
 def format_scores(model, # a causal LM
