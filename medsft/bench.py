@@ -17,7 +17,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, DataCollatorForSeq2S
 from transformers.trainer_utils import SaveStrategy
 
 from . import speed, train_full
-from .data import load_rows, shared_dir, split_rows, to_messages, validate_rows
+from .data import load_rows, split_rows, to_messages, validate_rows
 from .model import TINY_SIZES, load_tokenizer, tiny_qwen3, unwrap_peft
 
 # %% ../nbs/02b_bench.ipynb #65f7964c
@@ -33,7 +33,7 @@ def _setup(cfg, work:Path)->dict: # `cfg`: a `medsft.commands.BenchConfig`
     else:
         folder = tiny_qwen3(work/"model", seed=cfg.seed, **{k: getattr(cfg, k) for k in TINY_SIZES})
     tok = load_tokenizer(folder if (folder/"tokenizer_config.json").exists() else "tiny-qwen3")
-    src = cfg.data or (shared_dir()/"data"/"delicate_medical_r1"/"val.jsonl" if shared_dir() else "sample")
+    src = cfg.data or "sample"
     rows, _ = validate_rows(load_rows(src))
     train_rows, val_rows = split_rows(rows)
     ex = lambda rs: speed.tokenize_cached(rs, tok, max_length=cfg.max_length)[0]

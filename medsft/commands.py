@@ -9,7 +9,8 @@ __all__ = ['medsft_predict', 'medsft_eval', 'medsft_merge', 'medsft_download', '
 from dataclasses import dataclass
 
 from .cli import command
-from .data import DEFAULT_CHECKPOINT, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SYSTEM_PROMPT
+from .data import DEFAULT_CHECKPOINT
+from .chat import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SYSTEM_PROMPT
 
 # %% ../nbs/04b_commands.ipynb #6b091a76
 @command(short=dict(input="-i", checkpoint="-c", max_new_tokens="-m", file="-f", output="-o"))
@@ -53,7 +54,7 @@ def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, mer
                 seed:int=42, # sampling seed
                 skip_bad_rows:bool=False, # leave out rows without a text question and answer (listed in the summary) instead of stopping
                 benchmark:str=None, # multiple-choice benchmark instead of --val-file: cmmlu-medical, a folder with test/*.csv, or a CSV/JSONL file
-                data_dir:str=None, # --benchmark: its folder (default: shared/data/cmmlu_medical above cwd)
+                data_dir:str=None, # --benchmark: its folder (default: downloaded into the cache on first use)
                 columns:dict=None, # --benchmark: column mapping, e.g. question=q,options=opts,answer=gold
                 shots:int=0, # --benchmark: solved dev questions before each question (k-shot)
                 mode:str="loglik", # --benchmark: loglik (letter scores, thinking off) or think (generate, read the letter after </think>)
@@ -75,7 +76,7 @@ def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, mer
         return
     if len(checkpoints) > 1:
         raise ValueError("several -c are for --benchmark; a --val-file run takes one checkpoint")
-    from medsft.inference import eval_command
+    from medsft.evaluation import eval_command
     eval_command(checkpoint=checkpoints[0], val_file=val_file, limit=limit, output_dir=output_dir,
                  think=think, greedy=greedy, seed=seed, skip_bad_rows=skip_bad_rows, json=json, **run)
 
@@ -106,7 +107,7 @@ class BenchConfig:
     "Settings of `medsft_bench` (02b_bench): the same rows and optimizer steps through each training path."
     model:str=None # model folder; None: a random-init tiny Qwen3 of the sizes below
     model_config:str=None # `config.json` to random-init instead, e.g. ../shared/qwen3/config-1.7B.json (GPU)
-    data:str=None # rows (`load_rows` source); None: ../shared's reference val.jsonl, else built-in `sample`
+    data:str=None # rows (`load_rows` source), e.g. ../shared/data/delicate_medical_r1/val.jsonl; None: the built-in `sample`
     max_length:int=512 # tokens per row
     steps:int=30 # optimizer steps per run
     batch:int=4 # rows per optimizer step (the effective batch)

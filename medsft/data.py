@@ -4,187 +4,31 @@
 
 # %% ../nbs/00_data.ipynb #4f3ef04e
 from __future__ import annotations
-import codecs, csv, hashlib, inspect, io, itertools, json, math, os, random, re, socket, threading, warnings
+import hashlib, inspect, itertools, json, math, os, random, re, warnings
 from dataclasses import dataclass, field, asdict
 from importlib import resources
 from pathlib import Path
 import pandas as pd
-import pyarrow.parquet as pq
 from fastcore.basics import patch
 from fastcore.meta import delegates
-from urllib.parse import urlparse
 from .cli import command
+from .files import (DATA_SUFFIXES, DataError, cache_dir, cache_problem, data_files, modelscope_unreachable,
+                          read_file, read_jsonl, write_cache, write_jsonl)
+from .chat import (DEFAULT_SYSTEM_PROMPT, chat_messages, parse_assistant, render_assistant,
+                         think_and_answer)
 
 # %% auto #0
-__all__ = ['DEFAULT_SYSTEM_PROMPT', 'DEFAULT_DATASET', 'DEFAULT_CHECKPOINT', 'DEFAULT_MAX_NEW_TOKENS', 'DEFAULT_POLICIES',
-           'DataError', 'TooLongError', 'render_assistant', 'parse_assistant', 'shared_dir', 'register_shared_magic',
-           'read_jsonl', 'write_jsonl', 'read_file', 'normalize_rows', 'cache_dir', 'modelscope_unreachable',
-           'load_modelscope', 'sample_rows', 'load_rows', 'DataReport', 'validate_rows', 'check_rows', 'split_indices',
-           'split_rows', 'row_key', 'load_split', 'to_messages', 'format_row', 'tokenize_sft', 'label_spans',
-           'tokenize_rows', 'token_lengths', 'length_summary', 'prepare_data', 'medsft_data']
+__all__ = ['DEFAULT_DATASET', 'DEFAULT_CHECKPOINT', 'DEFAULT_POLICIES', 'TooLongError', 'normalize_rows', 'load_modelscope',
+           'sample_rows', 'load_rows', 'DataReport', 'validate_rows', 'check_rows', 'split_indices', 'split_rows',
+           'row_key', 'load_split', 'to_messages', 'format_row', 'check_tokenize_options', 'tokenize_sft',
+           'label_spans', 'tokenize_rows', 'token_lengths', 'length_summary', 'prepare_data', 'medsft_data']
 
 # %% ../nbs/00_data.ipynb #242fc524
-DEFAULT_SYSTEM_PROMPT = "你是一个医学专家，你需要根据用户的问题，给出带有思考的回答。"
 DEFAULT_DATASET = "krisfu/delicate_medical_r1_data"
 DEFAULT_CHECKPOINT = "./output/Qwen3-1.7B/checkpoint-1084"  # the reference `predict.py`'s `-c` default
-# new tokens per answer in `predict`, `medsft_predict` and `medsft_eval`: the reference's `-m 256` cuts
-# every thinking answer short (delicate_medical_r1's gold think blocks: median 547 tokens); 1024 lets most finish
-DEFAULT_MAX_NEW_TOKENS = 1024
-
-class DataError(ValueError):
-    "Bad input data: the message names the file, line, row or field."
 
 class TooLongError(DataError):
     "A row that cannot fit in `max_length` tokens without cutting its answer or its terminator."
-
-# %% ../nbs/00_data.ipynb #8c0012e0
-def render_assistant(think:str, # reasoning text, "" for a non-thinking row
-                     answer:str, # the answer
-                    )->str:
-    "Assistant text as Qwen3 renders it: `<think>\\n{think}\\n</think>\\n\\n{answer}`, or `answer`."
-    think = (think or "").strip("\n")
-    return f"<think>\n{think}\n</think>\n\n{answer.lstrip(chr(10))}" if think.strip() else answer
-
-def parse_assistant(text:str, # an assistant turn or generated text (special tokens removed)
-                    strip:bool=True, # strip all surrounding whitespace; False: only the template's newlines
-                   )->dict: # think, answer; closed: True (`</think>` came), False (never), None (no tags)
-    "Split assistant text into think and answer with the rule of Qwen3's chat template."
-    if "</think>" in text:
-        parts = text.split("</think>")
-        think, answer, closed = parts[0].split("<think>")[-1].strip("\n"), parts[-1].lstrip("\n"), True
-    elif "<think>" in text: think, answer, closed = text.split("<think>", 1)[1].strip("\n"), "", False
-    else: think, answer, closed = "", text, None  # no think block at all: nothing was closed
-    if strip: think, answer = think.strip(), answer.strip()
-    return dict(think=think, answer=answer, closed=closed)
-
-# %% ../nbs/00_data.ipynb #c2ece839
-def shared_dir(required:bool=False, # raise `FileNotFoundError` when missing (always under `CI=true`)
-              )->Path|None: # the `shared` folder, or None
-    "Find the read-only `shared/` input folder (real data copies, Qwen3 tokenizer) used by tests."
-    if env := os.environ.get("MEDSFT_SHARED"):
-        if Path(env).is_dir(): return Path(env)
-        raise FileNotFoundError(f"MEDSFT_SHARED={env!r} is not a folder")
-    starts = [Path.cwd().resolve(), Path(str(resources.files("medsft"))).resolve()]
-    for d in (p for s in starts for p in (s, *s.parents)):
-        if (d/"shared"/"data").is_dir() or (d/"shared"/"qwen3").is_dir(): return d/"shared"
-    if required or os.environ.get("CI") == "true":
-        raise FileNotFoundError("no shared/ folder found above the working directory; set MEDSFT_SHARED")
-    return None
-
-def register_shared_magic():
-    "Register the cell magic `%%shared`: run the cell when `shared_dir()` finds `../shared`, else skip it."
-    from IPython import get_ipython
-    from IPython.core.interactiveshell import InteractiveShell
-    from IPython.core.magic import register_cell_magic
-    def shared(line, cell):
-        if shared_dir() is None: return print("skipped: this cell needs the real data in ../shared")
-        InteractiveShell.run_cell(get_ipython(), cell).raise_error()  # errors fail the cell
-    register_cell_magic(shared)
-
-# %% ../nbs/00_data.ipynb #94c78fec
-def _read_text(path:Path, encoding:str="utf-8")->str:
-    "The text of `path`; `DataError` naming the file and byte offset when it is not valid `encoding`."
-    data, start = path.read_bytes(), 0
-    if encoding.lower().replace("_", "-") in ("utf-8", "utf8") and data.startswith(codecs.BOM_UTF8): start = 3
-    try: return data[start:].decode(encoding)
-    except LookupError: raise DataError(f"unknown encoding {encoding!r}") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid {encoding} at byte offset {e.start + start} ({e.reason}); "
-                        f"pass encoding=... (e.g. gb18030; medsft_data --encoding), "
-                        f"or convert it to UTF-8") from None
-
-# %% ../nbs/00_data.ipynb #d1295efb
-def read_jsonl(path, # a `.jsonl` file, one JSON object per line
-               encoding:str="utf-8", # text encoding of the file
-               skip_bad_lines:bool=False, # skip non-JSON-object lines instead of raising `DataError`
-               bad_lines:list|None=None, # if given, gets `"file:line"` for every skipped line
-               with_lines:bool=False, # also return the 1-based line number of each row
-              )->list[dict]: # rows; `(rows, line_numbers)` with `with_lines`
-    "Read a JSON-lines file; `DataError` naming `file:line` for a line that is not a JSON object."
-    path = Path(path)
-    rows, lines = [], []
-    for n, line in enumerate(_read_text(path, encoding).split("\n"), 1):
-        if not line.strip(): continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict): raise ValueError(f"a JSON {type(row).__name__}, not an object")
-        except ValueError as e:
-            if not skip_bad_lines:
-                raise DataError(f"{path}:{n}: not a JSON object ({e}); "
-                                "fix the line, or skip such lines (skip_bad_lines=True; on the command line "
-                                "--skip-bad-lines, or --skip-bad-rows)") from None
-            if bad_lines is not None: bad_lines.append(f"{path}:{n}")
-            continue
-        rows.append(row); lines.append(n)
-    return (rows, lines) if with_lines else rows
-
-def write_jsonl(rows, # dicts to write
-                path, # output file; parent folders are created
-               )->Path:
-    "Write `rows` as UTF-8 JSON lines with `ensure_ascii=False` and `\\n` line ends (other types via `str`)."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for r in rows: f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
-    return path
-
-# %% ../nbs/00_data.ipynb #07305e91
-_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-
-def _data_files(path:Path)->list[Path]:
-    "The data files of a folder, in name order (a `medsft_data` output: its rows only); `DataError` if none."
-    if (path/"split_index.jsonl").exists() and (path/"report.json").exists():  # written by `prepare_data`:
-        return [path/f for f in ("train.jsonl", "val.jsonl")  # the other files repeat rows (--val-frac 0:
-                if (path/f).exists() and (path/f).stat().st_size]  # an empty val.jsonl)
-    files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES)
-    if not files: raise DataError(f"{path}: folder has no {'/'.join(_SUFFIXES)} files")
-    return files
-
-def _read_json(path, encoding, skip_bad_lines, bad_lines):
-    "A `.json` file, or a `.jsonl` file holding one JSON array."
-    text = _read_text(path, encoding)
-    if path.suffix == ".jsonl" and not text.lstrip().startswith("["):
-        return read_jsonl(path, encoding, skip_bad_lines, bad_lines)
-    if not text.strip(): return []
-    try: obj = json.loads(text)
-    except ValueError as e:
-        if len([l for l in text.split("\n") if l.strip()]) > 1 and path.suffix == ".json":
-            return read_jsonl(path, encoding, skip_bad_lines, bad_lines)
-        raise DataError(f"{path}: not valid JSON ({e})") from None
-    if isinstance(obj, dict) and obj and all(isinstance(v, list) for v in obj.values()):
-        n = {len(v) for v in obj.values()}
-        if len(n) != 1: raise DataError(f"{path}: columns have different lengths {sorted(n)}")
-        obj = [dict(zip(obj, vals)) for vals in zip(*obj.values())]
-    if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
-        raise DataError(f"{path}: expected a list of objects or a dict of columns")
-    return obj
-
-def _read_csv(path, encoding):
-    reader = csv.DictReader(io.StringIO(_read_text(path, encoding), newline=""))
-    try: rows = [dict(r) for r in reader]
-    except csv.Error as e: raise DataError(f"{path}:{reader.line_num}: bad CSV ({e})") from None
-    # DictReader files extra cells under the key None: a row that does not fit its header is an error
-    if bad := [i for i, r in enumerate(rows) if None in r]:
-        raise DataError(f"{path}: data row {bad[0] + 1} has more cells than the header's "
-                        f"{len(reader.fieldnames)} ({len(bad)} such rows)")
-    return rows
-
-def read_file(path, # a `.jsonl`, `.json`, `.csv` or `.parquet` file, or a folder of them
-              encoding:str="utf-8", # text encoding (not used for parquet)
-              skip_bad_lines:bool=False, # JSONL: skip unparsable lines instead of raising
-              bad_lines:list|None=None, # gets `"file:line"` of skipped lines
-             )->list[dict]:
-    "Read raw rows (dicts, original keys) from a local file or folder."
-    path = Path(path)
-    if path.is_dir():
-        return [r for f in _data_files(path) for r in read_file(f, encoding, skip_bad_lines, bad_lines)]
-    if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
-    if path.suffix in (".jsonl", ".json"): return _read_json(path, encoding, skip_bad_lines, bad_lines)
-    if path.suffix == ".csv": return _read_csv(path, encoding)
-    if path.suffix == ".parquet":
-        try: return pq.read_table(path).to_pylist()  # plain Python values: lists stay lists, nulls are None
-        except Exception as e: raise DataError(f"{path}: cannot read parquet ({e})") from None
-    raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(_SUFFIXES)}")
 
 # %% ../nbs/00_data.ipynb #3773eb3b
 # (question column, think column or None, answer column); the first whose question and answer exist wins
@@ -234,34 +78,15 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
     return out
 
 # %% ../nbs/00_data.ipynb #3eb37e19
-_ROLES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant"}
-
 def _chat(msgs, where:str="")->list[dict]:
-    "Checked messages (`role`/`content`, or ShareGPT `from`/`value`); `DataError` naming the bad message."
-    if not isinstance(msgs, list) or not msgs:
-        raise DataError(f"{where}expected a non-empty list of chat messages, got {msgs!r:.60}")
-    out = []
-    for j, m in enumerate(msgs):
-        if isinstance(m, dict) and "from" in m: m = {"role": m["from"], "content": m.get("value")}
-        if not (isinstance(m, dict) and m.get("role") in _ROLES and isinstance(m.get("content"), str)):
-            raise DataError(f"{where}message {j} needs a role ({'/'.join(_ROLES)}) "
-                            f"and a string content: {m!r:.80}")
-        out.append({**m, "role": _ROLES[m["role"]]})
+    "Messages to train on (`chat_messages`, then: an assistant turn last, a user turn, an answer)."
+    out = chat_messages(msgs, where=where)
     if out[-1]["role"] != "assistant":
         raise DataError(f"{where}the last message must be the assistant turn to supervise")
     if "user" not in [m["role"] for m in out]: raise DataError(f"{where}no user message")
-    if not _think_answer(out[-1])[1].strip():
+    if not think_and_answer(out[-1])[1].strip():
         raise DataError(f"{where}the assistant turn has an empty answer")
     return out
-
-def _think_answer(msg:dict)->tuple[str, str]:
-    "(think, answer) of an assistant message as Qwen3's template splits and renders it (newlines stripped)."
-    c = msg["content"]
-    if isinstance(msg.get("reasoning_content"), str):
-        return msg["reasoning_content"].strip("\n"), c.lstrip("\n")
-    if "</think>" not in c: return "", c  # an unclosed <think> in a message is text (the template's rule)
-    p = parse_assistant(c, strip=False)
-    return p["think"], p["answer"]
 
 def _from_chat(r:dict, i:int)->dict:
     "A single-turn chat row as `question`/`think`/`answer` (+ `system`); `DataError` naming the row if not."
@@ -269,48 +94,12 @@ def _from_chat(r:dict, i:int)->dict:
     if [m["role"] for m in msgs if m["role"] != "system"] != ["user", "assistant"]:
         raise DataError(f"row {i}: {len(msgs)} messages; only a single-turn chat maps to "
                         "question/think/answer (pass multi-turn messages to tokenize_rows)")
-    think, answer = (s.strip() for s in _think_answer(msgs[-1]))
+    think, answer = (s.strip() for s in think_and_answer(msgs[-1]))
     extra = {k: v for k, v in r.items() if k not in ("messages", "conversations")}
     system = {"system": msgs[0]["content"]} if msgs[0]["role"] == "system" else {}
     return {"question": msgs[-2]["content"], "think": think, "answer": answer, **extra, **system}
 
-# %% ../nbs/00_data.ipynb #837f635e
-def cache_dir()->Path: # `$MEDSFT_CACHE`, default `~/.cache/medsft`; created if missing
-    "The folder for raw ModelScope rows, the embedded tokenizer and the tiny models."
-    d = Path(os.environ.get("MEDSFT_CACHE") or "~/.cache/medsft").expanduser()
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-def modelscope_unreachable(timeout:float=10.0, # seconds for DNS + TCP connect
-                          )->str|None: # None when reachable, else the reason
-    "Open one TCP connection to the ModelScope endpoint (`$MODELSCOPE_DOMAIN`, default www.modelscope.cn)."
-    url = urlparse(d if "://" in (d := os.environ.get("MODELSCOPE_DOMAIN") or "www.modelscope.cn")
-                   else "https://" + d)
-    host, port = url.hostname, url.port or (80 if url.scheme == "http" else 443)
-    res = [f"{host}:{port} timed out"]  # a thread, because DNS lookups ignore socket timeouts
-    def go():
-        try: socket.create_connection((host, port), timeout=timeout).close(); res[0] = None
-        except OSError as e: res[0] = f"{host}:{port} unreachable ({type(e).__name__}: {e})"
-    th = threading.Thread(target=go, daemon=True); th.start(); th.join(timeout + 1)
-    return res[0]
-
-def _write_cache(rows:list, path:Path):
-    "Write rows to `path` atomically (temporary file, then rename), then a `.meta.json` with count and hash."
-    tmp = write_jsonl(rows, path.with_name(path.name + f".tmp{os.getpid()}"))
-    meta = {"rows": len(rows), "sha256": hashlib.sha256(tmp.read_bytes()).hexdigest()}
-    os.replace(tmp, path)
-    mtmp = write_jsonl([meta], path.with_name(path.name + f".meta.tmp{os.getpid()}"))
-    os.replace(mtmp, path.with_name(path.name + ".meta.json"))
-
-def _cache_problem(path:Path)->str|None:
-    "Why the cached rows at `path` cannot be trusted (no or mismatching `.meta.json`), or None."
-    meta = path.with_name(path.name + ".meta.json")
-    if not meta.exists(): return "no .meta.json: the download was interrupted"
-    try: want = json.loads(meta.read_text(encoding="utf-8"))["sha256"]
-    except (ValueError, TypeError, KeyError): return "unreadable .meta.json"
-    if hashlib.sha256(path.read_bytes()).hexdigest() != want:
-        return "checksum differs from .meta.json"
-
+# %% ../nbs/00_data.ipynb #b6e581f3
 def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
                     subset_name:str="default", # ModelScope subset, as in the reference
                     split:str="train", # ModelScope split, as in the reference
@@ -320,7 +109,7 @@ def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
     "Raw rows of a ModelScope data set, cached under `$MEDSFT_CACHE`; `DataError` quickly when offline."
     cache = cache_dir()/"datasets"/dataset_id.replace("/", "__")/f"{subset_name}-{split}.jsonl"
     if cache.exists() and not refresh:
-        if (why := _cache_problem(cache)) is None: return read_jsonl(cache)
+        if (why := cache_problem(cache)) is None: return read_jsonl(cache)
         warnings.warn(f"{cache}: damaged cache ({why}); downloading it again")
     hint = ("download it elsewhere and pass --source PATH (a .jsonl/.json/.csv/.parquet file or folder), "
             "or --source sample for the built-in sample")
@@ -332,7 +121,7 @@ def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
         rows = [dict(r) for r in (ds.to_hf_dataset() if hasattr(ds, "to_hf_dataset") else ds)]
     except Exception as e:
         raise DataError(f"cannot download ModelScope dataset {dataset_id!r} ({e}); {hint}") from None
-    _write_cache(rows, cache)
+    write_cache(rows, cache)
     return rows
 
 # %% ../nbs/00_data.ipynb #0cd235ca
@@ -362,12 +151,12 @@ def load_rows(source, # file/folder path, ModelScope id, "sample", HF `Dataset`/
         raw = source[split].to_list() if split else [r for v in source.values() for r in v.to_list()]
     elif isinstance(source, str) and source == "sample": raw = sample_rows()
     elif isinstance(source, (str, Path)) and Path(source).exists():  # each file has its own schema
-        files = _data_files(Path(source)) if Path(source).is_dir() else [Path(source)]
+        files = data_files(Path(source)) if Path(source).is_dir() else [Path(source)]
         rows = [r for f in files for r in _normalize(read_file(f, encoding, skip_bad_lines, bad), columns, f)]
         if skip_bad_lines and bad: warnings.warn(f"skipped {len(bad)} bad lines: {bad[:3]}")
         return rows
     elif (isinstance(source, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", source)
-          and Path(source).suffix not in _SUFFIXES):
+          and Path(source).suffix not in DATA_SUFFIXES):
         raw = load_modelscope(source, split=split or "train", timeout=timeout, refresh=refresh)
     else: raise FileNotFoundError(f"{source}: no such file or folder (and not a ModelScope id or 'sample')")
     return _normalize(raw, columns, where)
@@ -643,7 +432,7 @@ def _check_text(msgs, tokenizer):
     texts = [m["content"] for m in msgs] + [msgs[-1].get("reasoning_content") or ""]
     if found := sorted({s for s in tokenizer.all_special_tokens for t in texts if s in t}):
         raise DataError(f"special tokens {found} inside the text; they would be read as chat structure")
-    c, (think, answer) = msgs[-1]["content"], _think_answer(msgs[-1])
+    c, (think, answer) = msgs[-1]["content"], think_and_answer(msgs[-1])
     if (c.count("<think>") > 1 or c.count("</think>") > 1
             or any(t in s for t in ("<think>", "</think>") for s in (think, answer))):
         raise DataError("think tags inside the think or the answer; "
@@ -652,7 +441,7 @@ def _check_text(msgs, tokenizer):
 # %% ../nbs/00_data.ipynb #73bea82a
 def _fit_think(msgs, tokenizer, max_length, kw):
     "Messages whose last think is the longest prefix that fits; `TooLongError` when even no think fits."
-    think, answer = _think_answer(msgs[-1])
+    think, answer = think_and_answer(msgs[-1])
     prompt = _chat_ids(tokenizer, [msgs[:-1]], add_generation_prompt=True, **kw)[0]
     last = {k: v for k, v in msgs[-1].items() if k != "reasoning_content"}
     def ids(k):
@@ -674,7 +463,7 @@ def _fit_think(msgs, tokenizer, max_length, kw):
         else: hi = mid
     return ids(lo)
 
-def _check_options(max_length, truncation, empty_think):
+def check_tokenize_options(max_length, truncation, empty_think):
     _check_max_length(max_length)
     if truncation not in ("think", "drop", "right"):
         raise ValueError(f"truncation must be think/drop/right, not {truncation!r}")
@@ -683,9 +472,9 @@ def _check_options(max_length, truncation, empty_think):
 
 def _tokenize(msgs, tokenizer, max_length, truncation, empty_think, full=None, prompt=None):
     "`(example, action)`; action is None, 'think' or 'right'. `full`/`prompt` are precomputed renders."
-    _check_options(max_length, truncation, empty_think)
+    check_tokenize_options(max_length, truncation, empty_think)
     _check_text(msgs, tokenizer)
-    thinking = bool(_think_answer(msgs[-1])[0].strip())
+    thinking = bool(think_and_answer(msgs[-1])[0].strip())
     kw = {} if thinking or empty_think == "label" else {"enable_thinking": False}
     if full is None: full = _chat_ids(tokenizer, [msgs])[0]
     if prompt is None: prompt = _chat_ids(tokenizer, [msgs[:-1]], add_generation_prompt=True, **kw)[0]
@@ -737,7 +526,7 @@ def tokenize_rows(rows:list, # normalised rows, message lists or {"messages": [.
                   system:str|None=DEFAULT_SYSTEM_PROMPT, # system prompt for row dicts
                  )->tuple[list[dict], DataReport]: # (examples, report with truncated/dropped rows)
     "Tokenize many rows in batches; rows that cannot be used are dropped and reported, never raised."
-    _check_options(max_length, truncation, empty_think)
+    check_tokenize_options(max_length, truncation, empty_think)
     rep = DataReport(n_in=len(rows), policies={"truncation": truncation, "empty_think": empty_think})
     msgs = {}
     for i, r in enumerate(rows):
@@ -749,7 +538,7 @@ def tokenize_rows(rows:list, # normalised rows, message lists or {"messages": [.
     prompt = {}
     for off in (False, True):
         grp = [i for i in ids
-               if off == (empty_think == "prompt" and not _think_answer(msgs[i][-1])[0].strip())]
+               if off == (empty_think == "prompt" and not think_and_answer(msgs[i][-1])[0].strip())]
         kw = {"enable_thinking": False} if off else {}
         prompt |= dict(zip(grp, _chat_ids(tokenizer, [msgs[i][:-1] for i in grp],
                                           add_generation_prompt=True, **kw)))

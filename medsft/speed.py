@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from transformers import DataCollatorWithFlattening, Trainer
 
-from .data import DataReport, cache_dir, tokenize_rows
+from .data import DataReport, tokenize_rows
+from .files import cache_dir
 from .model import IM_END_ID, THINK_END_ID, eval_mode, unwrap_peft
 
 # %% ../nbs/02a_speed.ipynb #0161db27

@@ -22,8 +22,8 @@ from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, Train
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .cli import command
-from .data import (DEFAULT_SYSTEM_PROMPT, _check_options, load_rows, load_split, row_key, tokenize_rows,
-                         validate_rows)
+from .chat import DEFAULT_SYSTEM_PROMPT, GenerationSettings
+from .data import check_tokenize_options, load_rows, load_split, row_key, tokenize_rows, validate_rows
 from .inference import Predictor
 from .speed import SFTTrainer, checkpointing_needed, pack_collator, score_examples, tokenize_cached
 from .model import (COMPLETE_FILE, DEFAULT_BASE, RUN_CONFIG, eval_mode, finish_folder, is_complete,
@@ -83,7 +83,7 @@ class TrainConfig(TrainingArguments):
     ddp_find_unused_parameters:bool=False # every trained weight gets a gradient each step (full and LoRA)
 
     def __post_init__(self):
-        _check_options(self.max_length, self.truncation, "label")  # bad values fail before the model loads
+        check_tokenize_options(self.max_length, self.truncation, "label")  # bad values fail before the model loads
         if not 0 <= self.val_frac < 1: raise ValueError(f"val_frac must be in [0, 1), got {self.val_frac}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("nothing to train: set max_steps or num_train_epochs above 0")
@@ -373,8 +373,8 @@ def predict_rows(model, # a causal LM (or `PeftModel`), in training or eval mode
     "Greedy answers to the rows' questions through `medsft.inference.Predictor`, in batches, KV cache on."
     if not rows: return []
     with eval_mode(model):
-        recs = Predictor((model, tokenizer)).generate([r["question"] for r in rows], max_new_tokens,
-                                                       system=system, do_sample=False)
+        recs = Predictor((model, tokenizer)).generate(
+            [r["question"] for r in rows], GenerationSettings(max_new_tokens, do_sample=False, system=system))
     return [dict(question=r["question"], **rec) for r, rec in zip(rows, recs)]
 
 # %% ../nbs/02_train_full.ipynb #ca0f2005

@@ -32,6 +32,11 @@ def cli(command, *args):
     return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
+# the `trained` runs' settings (tests/test_regression.py repeats them): CPU, fp32 (no bf16 on this CPU), seed 42
+TRAINED_KW = dict(train_file='sample', val_file='', max_train_rows=8, max_length=256, max_steps=2, save_steps=1,
+                  eval_steps=1000, logging_steps=1, num_predict=0, progress=False, swanlab_mode='disabled')
+
+
 @pytest.fixture(scope='session')
 def trained(tmp_path_factory):
     """One small training run for every test that needs *a* trained folder: full SFT of the embedded tiny Qwen3 on 8
@@ -40,9 +45,7 @@ def trained(tmp_path_factory):
     from medsft.model import TINY
     from medsft.train_full import train_full
     from medsft.train_lora import merge_adapter, train_lora
-    work = tmp_path_factory.mktemp('trained')
-    kw = dict(train_file='sample', val_file='', max_train_rows=8, max_length=256, max_steps=2, save_steps=1,
-              eval_steps=1000, logging_steps=1, num_predict=0, progress=False, swanlab_mode='disabled')
+    work, kw = tmp_path_factory.mktemp('trained'), TRAINED_KW
     with contextlib.redirect_stdout(io.StringIO()):
         full = train_full(model=TINY, output_dir=work/'full', **kw)
         lora = train_lora(model=str(full), output_dir=work/'lora', learning_rate=1e-2, **kw)

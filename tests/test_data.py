@@ -6,7 +6,9 @@ import pytest
 from fastcore.test import test_eq as eq
 
 from conftest import cli
-from medsft.data import medsft_data, read_jsonl, write_jsonl, split_rows, sample_rows, shared_dir
+from medsft.data import medsft_data, split_rows, sample_rows
+from medsft.files import read_jsonl, write_jsonl
+from medsft.testing import shared_dir
 
 CLI = str(Path(sys.executable).parent/"medsft_data")
 
@@ -152,7 +154,7 @@ def test_chat_and_parquet_sources(tmp_path):
     eq(p.returncode, 0)
     eq(read_jsonl(tmp_path/"o2"/"train.jsonl")[0]["tags"], ["a", "b"])
     one_line_error(run("--source", write_jsonl([{"messages": [{"role": "doctor", "content": "Q"}]}], tmp_path/"bad.jsonl"),
-                       "--out_dir", tmp_path/"o3"), "bad.jsonl: row 0: message 0 needs a role")
+                       "--out_dir", tmp_path/"o3"), "bad.jsonl: row 0: messages[0] needs a role")
 
 
 def test_tokenize_invariants_random_rows():
@@ -160,7 +162,8 @@ def test_tokenize_invariants_random_rows():
     or gives an example that fits, masks the prompt, ends on one supervised <|im_end|>, supervises </think>."""
     import random
     from transformers import AutoTokenizer
-    from medsft.data import tokenize_sft, tokenize_rows, to_messages, DataError, TooLongError
+    from medsft.data import tokenize_sft, tokenize_rows, to_messages, TooLongError
+    from medsft.files import DataError
     tok = AutoTokenizer.from_pretrained(shared()/"qwen3")
     rng = random.Random(0)
     pieces = ["头痛", "发烧怎么办？", "嗯，用户问的是", "fever ", "\n", "  ", "。", "1.", "\\n", "＜/think＞", "</ THINK >",

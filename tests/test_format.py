@@ -2,8 +2,10 @@
 same table of edge cases: generated text (`parse_response`, `stream_parts`), data rows (`normalize_rows`), chat
 messages (plain and `reasoning_content`), and Qwen3's chat template itself."""
 import pytest
-from medsft.data import _think_answer, normalize_rows, parse_assistant, render_assistant
-from medsft.inference import parse_response, stream_parts
+from medsft.data import normalize_rows
+from medsft.chat import think_and_answer
+from medsft.chat import parse_assistant, render_assistant
+from medsft.chat import parse_response, stream_parts
 from medsft.model import embedded_tokenizer
 
 CASES = {  # text -> (think, answer, closed)
@@ -35,10 +37,10 @@ def test_data_rows_and_messages(name):
     text, (think, answer, _) = CASES[name]
     row = normalize_rows([{'prompt': 'Q', 'completion': text}])[0]
     assert (row['think'], row['answer']) == ((think, answer) if '</think>' in text else ('', text))
-    assert tuple(s.strip() for s in _think_answer({'role': 'assistant', 'content': text})) == \
+    assert tuple(s.strip() for s in think_and_answer({'role': 'assistant', 'content': text})) == \
         ((think, answer) if '</think>' in text else ('', text.strip()))
     rc = {'role': 'assistant', 'content': answer, 'reasoning_content': think}
-    assert tuple(s.strip() for s in _think_answer(rc)) == (think, answer)
+    assert tuple(s.strip() for s in think_and_answer(rc)) == (think, answer)
     tok = embedded_tokenizer()
     rendered = tok.apply_chat_template([{'role': 'user', 'content': 'Q'}, {'role': 'assistant', 'content': text}],
                                        tokenize=False)

@@ -7,10 +7,11 @@ import pytest
 from fastcore.test import test_eq as eq
 
 import medsft.inference as inference
-from medsft.data import read_jsonl, write_jsonl
+from medsft.files import read_jsonl, write_jsonl
 from conftest import cli
 from medsft.commands import medsft_eval, medsft_predict
-from medsft.inference import clear_predictors, evaluate, get_predictor, predict
+from medsft.inference import clear_predictors, get_predictor, predict
+from medsft.evaluation import evaluate
 from medsft.model import TINY, load_tokenizer, peft_quiet, save_model_folder, tiny_qwen3
 
 BIN = Path(sys.executable).parent
@@ -299,6 +300,30 @@ def test_predict_file_resumes(tmp_path, monkeypatch, capsys):
     cli(part)
     assert "also holds 5 answers to questions not in" in capsys.readouterr().err
     eq(len(read_jsonl(part)), 6)
+
+
+def test_predict_file_never_reuses_another_runs_answers(tmp_path, monkeypatch):
+    "Issue 21: -o after the same command with another -c (or -m, or --batch-size) answers again, never hands back A's."
+    src = write_jsonl([dict(question=q) for q in (QUESTION, "咳嗽")], tmp_path / "q.jsonl")
+    untied = dict(tie_word_embeddings=False)  # tied random weights write "\n" whatever the seed
+    a, b = (tiny_qwen3(tmp_path / n, seed=s, **untied) for n, s in (("a", 5), ("b", 6)))
+    out = tmp_path / "out.jsonl"
+    calls = _count_generated(monkeypatch)
+    def run(*flags):
+        calls.clear()
+        p = cli(medsft_predict, "-f", src, "-o", out, "-m", 4, "--greedy", *flags)
+        eq(p.returncode, 0)
+        return sum(calls), [r["text"] for r in read_jsonl(out)], p.stderr
+    n, texts_a, _ = run("-c", a)
+    eq((n, run("-c", a)[0]), (2, 0))  # the same run: resumed, nothing to do
+    n, texts_b, err = run("-c", b)
+    eq((n, len(texts_b)), (2, 2))
+    assert "held 2 answers of another run" in err, err
+    eq(texts_b, [r["text"] for r in predict([QUESTION, "咳嗽"], checkpoint=b, max_new_tokens=4, do_sample=False,
+                                          return_dict=True)])
+    assert texts_b != texts_a
+    eq(run("-c", b, "-m", 3)[0], 2)  # other settings
+    eq(run("-c", b, "-m", 3, "--batch-size", 1)[0], 2)  # another batch size changes padding, so the text
 
 
 def test_evaluate_resumes_and_restarts_for_another_model(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ from transformers import AutoTokenizer, GenerationConfig
 
 from conftest import cli
 from medsft.commands import medsft_eval
-from medsft.data import DataError
+from medsft.files import DataError
 from medsft.inference import clear_predictors, get_predictor
 from medsft.model import IM_END_ID, TINY, tiny_qwen3
 from medsft.multiple_choice import (CMMLU_MEDICAL, benchmark_report, evaluate_choices, format_question, letter_token_ids,

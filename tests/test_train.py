@@ -11,7 +11,9 @@ from fastcore.test import test_eq as eq
 from conftest import cli
 from medsft.cli import parse_command
 from medsft.commands import medsft_merge, medsft_predict
-from medsft.data import medsft_data, read_jsonl, shared_dir, write_jsonl
+from medsft.data import medsft_data
+from medsft.files import read_jsonl, write_jsonl
+from medsft.testing import shared_dir
 from medsft.model import IM_END_ID, TINY, load_model_and_tokenizer
 from medsft.train_full import medsft_train
 from medsft.train_lora import medsft_train_lora
