@@ -38,7 +38,7 @@ class ServeError(Exception):
     def __init__(self,
                  status:int, # HTTP status: 400, 401, 404, 503
                  message:str, # what was wrong, for a person
-                 param:str=None, # the request field at fault, e.g. `messages[1].role`; None: the whole request
+                 param:str=None, # the field at fault, e.g. `messages[1].role`; None: the whole request
                  code:str=None, # a stable word for programs, e.g. `model_not_found`
                 ):
         super().__init__(message)
@@ -63,7 +63,7 @@ def _number(body:dict, name:str, kind, ok, rule:str):
 
 def chat_request(body, # the parsed JSON body of a `/v1/chat/completions` request
                  models:list, # names of the served models; the first is the default
-                )->dict: # model, messages, stream, include_usage, max_tokens, stop, seed, settings (see below)
+                )->dict: # model, messages, stream, include_usage, max_tokens, stop, seed, settings
     ("Check a chat completion request and turn it into medsft's generation settings; "
      "`ServeError` (400, 404) naming the field at fault.")
     if not isinstance(body, dict): raise ServeError(400, "the request body must be a JSON object")
@@ -76,7 +76,8 @@ def chat_request(body, # the parsed JSON body of a `/v1/chat/completions` reques
         raise ServeError(400, "messages must be a non-empty list of {role, content} objects", "messages",
                          "missing_messages" if messages is None else "invalid_value")
     for i, m in enumerate(messages):
-        if not isinstance(m, dict): raise ServeError(400, f"messages[{i}] must be an object", f"messages[{i}]")
+        if not isinstance(m, dict):
+            raise ServeError(400, f"messages[{i}] must be an object", f"messages[{i}]")
         if m.get("role") not in _ROLES:
             raise ServeError(400, f"messages[{i}].role must be one of {', '.join(_ROLES)}, got "
                              f"{str(m.get('role'))[:40]!r}", f"messages[{i}].role", "invalid_value")
@@ -84,8 +85,10 @@ def chat_request(body, # the parsed JSON body of a `/v1/chat/completions` reques
             raise ServeError(400, f"messages[{i}].content must be a string, got "
                              f"{type(m.get('content')).__name__}", f"messages[{i}].content", "invalid_value")
     if messages[-1]["role"] != "user" or not messages[-1]["content"].strip():
-        raise ServeError(400, "the last message must be a non-empty user turn", f"messages[{len(messages)-1}]")
-    if messages[0]["role"] != "system": messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, *messages]
+        raise ServeError(400, "the last message must be a non-empty user turn",
+                         f"messages[{len(messages) - 1}]")
+    if messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, *messages]
     messages = [dict(role=m["role"], content=m["content"]) for m in messages]
     if body.get("n", 1) != 1: raise ServeError(400, f"n must be 1, got {body['n']!r}", "n", "invalid_value")
     name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
@@ -108,8 +111,9 @@ def chat_request(body, # the parsed JSON body of a `/v1/chat/completions` reques
         raise ServeError(400, "stream must be true or false", "stream", "invalid_value")
     options = body.get("stream_options") or {}
     greedy = temperature == 0
-    settings = dict(do_sample=not greedy, enable_thinking=thinking, temperature=None if greedy else temperature,
-                    top_p=top_p, top_k=0 if top_k == -1 else top_k, repetition_penalty=penalty)
+    settings = dict(do_sample=not greedy, enable_thinking=thinking,
+                    temperature=None if greedy else temperature, top_p=top_p,
+                    top_k=0 if top_k == -1 else top_k, repetition_penalty=penalty)
     return dict(model=model, messages=messages, stream=body.get("stream", False), max_tokens=max_tokens,
                 include_usage=isinstance(options, dict) and options.get("include_usage") is True,
                 stop=stop, seed=seed, settings=settings)
@@ -166,8 +170,9 @@ class _Job:
         if cut >= 0: text, reason = text[:cut], "stop"
         if len(text) > self.sent: self.pieces.put(text[self.sent:])
         self.pieces.put(None)
-        self.record = dict(id=self.id, model=self.name, text=text, finish_reason=reason, new_tokens=self.new_tokens,
-                           prompt_tokens=len(self.prompt_ids), cancelled=reason is None and error is None)
+        self.record = dict(id=self.id, model=self.name, text=text, finish_reason=reason,
+                           new_tokens=self.new_tokens, prompt_tokens=len(self.prompt_ids),
+                           cancelled=reason is None and error is None)
         self._resolve(error or self.record)
         return True
 
@@ -196,7 +201,8 @@ class Engine:
         self.locks = {n: threading.Lock() for n in self.models}  # a fast tokenizer is not thread-safe
         self.max_batch, self.max_pending, self.batch_wait = max_batch, max_pending, batch_wait
         self.records, self.batches = collections.deque(maxlen=1000), []
-        self._jobs, self._cond, self.pending, self._closed = collections.deque(), threading.Condition(), 0, False
+        self._jobs, self._cond = collections.deque(), threading.Condition()
+        self.pending, self._closed = 0, False
         self._thread = threading.Thread(target=self._work, name="medsft-serve-worker", daemon=True)
         self._thread.start()
 
@@ -221,7 +227,8 @@ def submit(self:Engine,
     context = self.context[name]
     if len(ids) >= context:
         raise ServeError(400, f"the prompt is {len(ids)} tokens; {name} reads at most {context} "
-                         "(max_position_embeddings in its config.json)", "messages", "context_length_exceeded")
+                         "(max_position_embeddings in its config.json)", "messages",
+                         "context_length_exceeded")
     max_tokens = min(request["max_tokens"] or DEFAULT_MAX_NEW_TOKENS, context - len(ids))
     config = pred.generation_config(max_tokens, **request["settings"])
     key = (name, config.do_sample, config.temperature, config.top_p, config.top_k, config.repetition_penalty)
@@ -287,9 +294,9 @@ def _generate(self:Engine, jobs:list):
         pred.model.generate(input_ids=ids.to(pred.model.device), attention_mask=mask.to(pred.model.device),
                             generation_config=config, stopping_criteria=[rows])
 
-# %% ../nbs/04d_serve.ipynb #66f8c1ce
+# %% ../nbs/04d_serve.ipynb #dea7b0dd
 def _message(text:str, stopped:bool)->dict:
-    "The assistant message of a reply: the answer as `content`, the think block as `reasoning_content`/`reasoning`."
+    "The assistant message: the answer as `content`, the think block as `reasoning_content` and `reasoning`."
     parts = parse_response(text, stopped=stopped)
     think = parts["think"] or None
     return dict(role="assistant", content=parts["answer"], reasoning_content=think, reasoning=think)
@@ -348,7 +355,7 @@ def _chat_page()->str: return (resources.files("medsft") / "static" / "chat.html
 def build_app(engine:Engine, # the models and their worker
               api_key:str=None, # demand `Authorization: Bearer api_key` on every endpoint but `/`; None: open
              ): # a FastAPI app, for uvicorn
-    "The OpenAI-compatible web app on `engine`: chat completions (streamed or not), models, health, chat page."
+    "The OpenAI-compatible app on `engine`: chat completions (streamed or not), models, health, chat page."
     _import_heavy()
     app = FastAPI(title="medsft", docs_url=None, redoc_url=None, openapi_url=None)
     names, page = list(engine.models), _chat_page()
@@ -379,7 +386,8 @@ def build_app(engine:Engine, # the models and their worker
 
     @app.get("/v1/models")
     async def list_models():
-        return dict(object="list", data=[dict(id=n, object="model", created=0, owned_by="medsft") for n in names])
+        return dict(object="list",
+                    data=[dict(id=n, object="model", created=0, owned_by="medsft") for n in names])
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -439,17 +447,17 @@ def model_folders(checkpoints:list, # `FOLDER` or `NAME=FOLDER` each; `TINY` is 
 def medsft_serve(checkpoint:list=None, # model/merged/adapter folder or tiny-qwen3, or NAME=FOLDER; repeat -c to serve several (the first is the default)
                  host:str="127.0.0.1", # address to bind (0.0.0.0: every interface; set --api-key then)
                  port:int=8000, # TCP port
-                 api_key:str=None, # demand Authorization: Bearer KEY on every endpoint (default: $MEDSFT_API_KEY; unset: open)
+                 api_key:str=None, # demand Authorization: Bearer KEY (default: $MEDSFT_API_KEY; unset: open)
                  max_batch:int=8, # requests generated together at most
                  max_pending:int=64, # requests queued or generating at most; more are answered 503
                  batch_wait:float=0.02, # seconds to wait after a request for others to share its batch
                  device:str=None, # cpu, cuda or cuda:N (default: best available)
                  dtype:str=None, # bf16, fp16 or fp32 (default: with the device)
                 ):
-    "Serve checkpoints on an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health) and a chat page at /."
+    "Serve checkpoints: an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health), a chat page at /."
     folders = model_folders(checkpoint or ["tiny-qwen3"])
-    engine = Engine(folders, max_batch=max_batch, max_pending=max_pending, batch_wait=batch_wait, device=device,
-                    dtype=dtype)
+    engine = Engine(folders, max_batch=max_batch, max_pending=max_pending, batch_wait=batch_wait,
+                    device=device, dtype=dtype)
     print(f"serving {', '.join(folders)} on http://{host}:{port} (chat page at /, API at /v1)", flush=True)
     uvicorn.run(build_app(engine, api_key or os.environ.get("MEDSFT_API_KEY") or None), host=host, port=port,
                 log_level="info")
