@@ -402,7 +402,9 @@ def build_app(engine:Engine, # the models and their worker
         try:
             while not (await asyncio.wait({job.result}, timeout=0.5))[0]:
                 if await request.is_disconnected(): job.cancel()
-            return completion_body(await job.result)
+            try: return completion_body(await job.result)
+            except ServeError: raise
+            except Exception as e: raise ServeError(500, f"generation failed: {e}", None, "generation_error")
         finally: job.cancel()
     return app
 
