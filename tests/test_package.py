@@ -22,7 +22,7 @@ TRAINER_FLAGS = pytest.mark.slow  # their --help imports transformers (every Tra
 
 @pytest.mark.parametrize('name', ['medsft_data', 'medsft_download', pytest.param('medsft_train', marks=TRAINER_FLAGS),
                                   pytest.param('medsft_train_lora', marks=TRAINER_FLAGS), 'medsft_merge',
-                                  'medsft_predict', 'medsft_eval', 'medsft_bench'])
+                                  'medsft_predict', 'medsft_eval', 'medsft_bench', 'medsft_serve'])
 def test_cli_help(name):
     "The installed console script itself starts and answers --help (every flag: test_cli)."
     r = subprocess.run([name, '--help'], capture_output=True, text=True, encoding='utf-8')
@@ -30,7 +30,7 @@ def test_cli_help(name):
     assert 'usage' in r.stdout.lower(), r.stdout + r.stderr
 
 def test_public_modules_import():
-    for m in ['data', 'model', 'train_full', 'train_lora', 'inference', 'scaling', 'commands']:
+    for m in ['data', 'model', 'train_full', 'train_lora', 'inference', 'scaling', 'commands', 'serve']:
         mod = __import__(f'medsft.{m}', fromlist=['__all__'])
         assert mod.__all__, f'medsft.{m} exports nothing'
 
