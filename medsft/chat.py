@@ -4,15 +4,15 @@
 
 # %% ../nbs/00c_chat.ipynb #98a897e8
 from __future__ import annotations
-import hashlib, json
+import hashlib, json, unicodedata
 from dataclasses import asdict, dataclass, fields, replace
 from importlib import resources
 from .files import DataError
 
 # %% auto #0
-__all__ = ['DEFAULT_SYSTEM_PROMPT', 'DEFAULT_MAX_NEW_TOKENS', 'SAMPLING', 'ROLES', 'CHAT_TEMPLATE', 'render_assistant',
-           'parse_assistant', 'chat_messages', 'think_and_answer', 'parse_response', 'stream_parts',
-           'GenerationSettings']
+__all__ = ['DEFAULT_SYSTEM_PROMPT', 'DEFAULT_MAX_NEW_TOKENS', 'SAMPLING', 'ROLES', 'NORMALIZATION', 'CHAT_TEMPLATE',
+           'render_assistant', 'parse_assistant', 'chat_messages', 'think_and_answer', 'parse_response',
+           'normalize_text', 'stream_parts', 'GenerationSettings']
 
 # %% ../nbs/00c_chat.ipynb #83400d3a
 DEFAULT_SYSTEM_PROMPT = "你是一个医学专家，你需要根据用户的问题，给出带有思考的回答。"
@@ -85,6 +85,13 @@ def parse_response(text:str, # new text only; decoded with or without special to
     if "<|im_end|>" in text: text, stopped = text.split("<|im_end|>", 1)[0], True
     parts = parse_assistant(text)
     return dict(parts, finished=parts["closed"] is not False and stopped is not False)
+
+# %% ../nbs/00c_chat.ipynb #cfaf4e3c
+NORMALIZATION = "NFKC, case-folded"  # named in every `evaluate` summary
+
+def normalize_text(text:str)->str: # for comparisons only: files keep the original
+    "Text as scores compare it: Unicode NFKC (full-width forms, compatibility characters), case-folded."
+    return unicodedata.normalize("NFKC", text).casefold()
 
 # %% ../nbs/00c_chat.ipynb #1647f73a
 def _tag_prefix(text:str, tags=("<think>", "</think>", "<|im_end|>"))->int:

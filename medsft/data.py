@@ -14,8 +14,8 @@ from fastcore.meta import delegates
 from .cli import command
 from .files import (DATA_SUFFIXES, DataError, cache_dir, cache_problem, data_files, modelscope_unreachable,
                           read_file, read_jsonl, write_cache, write_jsonl)
-from .chat import (DEFAULT_SYSTEM_PROMPT, chat_messages, parse_assistant, render_assistant,
-                         think_and_answer)
+from .chat import (DEFAULT_SYSTEM_PROMPT, chat_messages, normalize_text, parse_assistant,
+                         render_assistant, think_and_answer)
 
 # %% auto #0
 __all__ = ['DEFAULT_DATASET', 'DEFAULT_CHECKPOINT', 'DEFAULT_POLICIES', 'TooLongError', 'normalize_rows', 'load_modelscope',
@@ -273,10 +273,11 @@ def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
     seen, seen_q = set(), set()
     for i in ok:
         r = rows[i]
-        key = (r["question"], r.get("think") or "", r["answer"])
+        q = normalize_text(r["question"])  # 发烧怎么办？ and 发烧怎么办? are one question
+        key = (q, normalize_text(r.get("think") or ""), normalize_text(r["answer"]))
         if key in seen: found[i].append("duplicate")
-        elif r["question"] in seen_q: found[i].append("repeated_question")
-        seen.add(key); seen_q.add(r["question"])
+        elif q in seen_q: found[i].append("repeated_question")
+        seen.add(key); seen_q.add(q)
     if tokenizer is not None:
         lens = token_lengths([rows[i] for i in ok], tokenizer, system=system)["total"]
         for i, n in zip(ok, lens):
@@ -344,9 +345,12 @@ def split_rows(rows:list, # rows (any objects)
     tr, va = split_indices(len(rows), val_frac, seed)
     return [rows[i] for i in tr], [rows[i] for i in va]
 
-def row_key(row:dict)->str: # 16 hex digits
+def row_key(row:dict, # a row with question, think, answer
+            normalize:bool=False, # hash `normalize_text` of the fields (comparisons: overlap checks)
+           )->str: # 16 hex digits
     "A content hash of a row's question, think and answer: records a split and finds train/eval overlap."
     key = [row.get("question"), row.get("think") or "", row.get("answer")]
+    if normalize: key = [normalize_text(k) if isinstance(k, str) else k for k in key]
     return hashlib.sha1(json.dumps(key, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 # %% ../nbs/00_data.ipynb #b3444fab

@@ -106,6 +106,18 @@ def _record(self:Predictor, ids:list)->dict:
                 stop_token_id=None if stop is None else ids[stop], new_tokens=len(ids))
 
 @patch
+def check_context(self:Predictor,
+                  prompt_tokens:int, # tokens of the rendered prompt
+                  max_new_tokens:int, # the generation budget
+                  what:str="the question", # names the row in the error
+                 ):
+    "`DataError` when prompt + `max_new_tokens` exceed the model's context (its `max_position_embeddings`)."
+    context = getattr(self.model.config, "max_position_embeddings", None)
+    if context and prompt_tokens + max_new_tokens > context:
+        raise DataError(f"{what}: {prompt_tokens} prompt tokens + max_new_tokens {max_new_tokens} > the model's "
+                        f"context of {context} tokens (max_position_embeddings); shorten it, or lower -m")
+
+@patch
 def generate(self:Predictor,
              questions:list, # questions (str) and/or `messages` lists
              settings:GenerationSettings=None, # None: the defaults (sampling, thinking, 1,024 new tokens)
@@ -119,6 +131,8 @@ def generate(self:Predictor,
     config = self.generation_config(settings)
     lengths = ([len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
                if prompts else [])
+    for q, n in zip(questions, lengths):
+        self.check_context(n, settings.max_new_tokens, f"question {str(q)[:30]!r}")
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     if settings.seed is not None: torch.manual_seed(settings.seed)
     records = [None] * len(prompts)
@@ -162,6 +176,7 @@ def stream(self:Predictor,
     settings, kwargs = GenerationSettings.from_kwargs(settings, **kwargs)
     enc = self.tokenizer([self.prompt(question_or_messages, settings.system, settings.enable_thinking)],
                          return_tensors="pt", add_special_tokens=False).to(self.model.device)
+    self.check_context(enc["input_ids"].shape[1], settings.max_new_tokens)
     config = self.generation_config(settings)
     streamer = _CountingStreamer(self.tokenizer, self.eos_token_id, skip_prompt=True,
                                  skip_special_tokens=True)
@@ -367,6 +382,13 @@ def predict_command(*, input, checkpoint, max_new_tokens, file, output, skip_bad
         st = pred.last_stream
         record = dict(parse_response(st["text"], stopped=st["stopped"]), stopped=st["stopped"])
     elif file is not None:
+        prompt_tokens = lambda q: len(pred.tokenizer(pred.prompt(q, settings.system, settings.enable_thinking),
+                                                     add_special_tokens=False)["input_ids"])
+        for i in list(todo):  # every row checked before the first answer
+            try: pred.check_context(prompt_tokens(questions[i]), settings.max_new_tokens, f"{file}: row {i + 1}")
+            except DataError as e:
+                if not skip_bad_rows: raise
+                todo.remove(i); print(f"note: skipped {e}", file=sys.stderr)
         unfinished = cut = 0
         with out:
             for i, rec in answer_todo(pred, questions, todo, batch_size, settings):

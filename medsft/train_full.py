@@ -195,8 +195,8 @@ def _examples(rows, tokenizer, cfg, what:str)->list:
 
 def _check_overlap(rows:list, val_rows:list, cfg)->None:
     "ValueError when validation rows are also training rows (unless `cfg.allow_eval_overlap`)."
-    train_keys = {row_key(r) for r in rows}
-    both = [i for i, r in enumerate(val_rows) if row_key(r) in train_keys]
+    train_keys = {row_key(r, normalize=True) for r in rows}  # as users write: full/half width
+    both = [i for i, r in enumerate(val_rows) if row_key(r, normalize=True) in train_keys]
     if both and not cfg.allow_eval_overlap:
         raise ValueError(f"{cfg.val_file}: {len(both)} of its {len(val_rows)} rows are also training rows "
                          f"(in {cfg.train_file}; first: validation row {both[0] + 1}); evaluation would "

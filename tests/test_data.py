@@ -196,3 +196,13 @@ def test_tokenize_invariants_random_rows():
     assert n_fit > 50 and n_long > 10 and n_bad > 5, (n_fit, n_long, n_bad)
     examples, rep = tokenize_rows(rows + [{"question": "Q", "answer": "A<|im_end|>"}, None], tok, max_length=2048)
     eq((rep.n_out, sorted(rep.dropped)), (len(rows), [len(rows), len(rows) + 1]))
+
+
+def test_rows_compared_as_users_write_them():
+    "Issue 22 §1: full-width and half-width forms are one question for the duplicate, repeat and overlap checks."
+    from medsft.data import validate_rows, row_key
+    rows = [dict(question="发烧怎么办？", think="", answer="多喝水。"), dict(question="发烧怎么办?", think="", answer="休息。"),
+            dict(question="血压１４０", think="", answer="复查"), dict(question="血压140", think="", answer="复查")]
+    kept, rep = validate_rows(rows, policies=dict(duplicate="drop", repeated_question="drop"))
+    assert [r["question"] for r in kept] == ["发烧怎么办？", "血压１４０"], kept  # the originals, unchanged
+    assert row_key(rows[2], normalize=True) == row_key(rows[3], normalize=True) != row_key(rows[2])

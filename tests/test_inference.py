@@ -388,3 +388,21 @@ def test_adapter_loads_without_deprecation_warnings(folders):
         warnings.simplefilter("always")
         load_model_and_tokenizer(folders["adapter"], device="cpu")
     eq([str(x.message) for x in w if issubclass(x.category, (FutureWarning, DeprecationWarning))], [])
+
+
+def test_prompt_plus_budget_over_the_context_is_refused(tmp_path):
+    "Issue 22 §3: prompt + max_new_tokens over the model's context (from its config) fails naming the row, or is skipped."
+    import json as _json
+    from medsft.model import tiny_qwen3
+    context = _json.loads((tiny_qwen3() / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
+    p = cli(medsft_predict, "-i", QUESTION, "-c", TINY, "-m", context)
+    eq(p.returncode, 2)
+    assert f"context of {context} tokens" in p.stderr and "\n" not in p.stderr.strip(), p.stderr
+    src = write_jsonl([dict(question=QUESTION), dict(question="咳嗽")], tmp_path / "q.jsonl")
+    p = cli(medsft_predict, "-f", src, "-c", TINY, "-m", context - 20, "--greedy")
+    eq(p.returncode, 2)
+    assert "q.jsonl: row 1" in p.stderr, p.stderr  # the longer question; nothing generated before the check
+    out = tmp_path / "out.jsonl"
+    p = cli(medsft_predict, "-f", src, "-c", TINY, "-m", context - 20, "--greedy", "--skip-bad-rows", "-o", out)
+    eq(p.returncode, 0)
+    assert "skipped" in p.stderr and "row 1" in p.stderr, p.stderr
