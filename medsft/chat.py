@@ -10,9 +10,10 @@ from importlib import resources
 from .files import DataError
 
 # %% auto #0
-__all__ = ['DEFAULT_SYSTEM_PROMPT', 'DEFAULT_MAX_NEW_TOKENS', 'SAMPLING', 'ROLES', 'NORMALIZATION', 'CHAT_TEMPLATE',
-           'render_assistant', 'parse_assistant', 'chat_messages', 'think_and_answer', 'parse_response',
-           'normalize_text', 'stream_parts', 'GenerationSettings']
+__all__ = ['DEFAULT_SYSTEM_PROMPT', 'DEFAULT_MAX_NEW_TOKENS', 'SAMPLING', 'ROLES', 'REASONING_FIELDS', 'TURNS', 'NORMALIZATION',
+           'CHAT_TEMPLATE', 'render_assistant', 'parse_assistant', 'chat_messages', 'think_and_answer',
+           'check_conversation', 'turn_prefixes', 'parse_response', 'normalize_text', 'stream_parts',
+           'GenerationSettings']
 
 # %% ../nbs/00c_chat.ipynb #83400d3a
 DEFAULT_SYSTEM_PROMPT = "你是一个医学专家，你需要根据用户的问题，给出带有思考的回答。"
@@ -42,6 +43,17 @@ def parse_assistant(text:str, # an assistant turn or generated text (special tok
 
 # %% ../nbs/00c_chat.ipynb #830dbe10
 ROLES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant"}
+REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")  # Qwen3's template, vLLM/OpenRouter, datasets
+
+def _message(m):
+    "One message with ShareGPT keys and any reasoning field name mapped to `role`/`content`/`reasoning_content`."
+    if isinstance(m, dict) and "from" in m and "role" not in m:
+        m = {"role": m["from"], "content": m.get("value"),
+             **{k: v for k, v in m.items() if k not in ("from", "value")}}
+    if not isinstance(m, dict): return m
+    reasoning = next((m[k] for k in REASONING_FIELDS if isinstance(m.get(k), str)), None)
+    m = {k: v for k, v in m.items() if k not in REASONING_FIELDS}
+    return m if reasoning is None else {**m, "reasoning_content": reasoning}
 
 def chat_messages(question_or_messages, # a question, or messages: `role`/`content` (or ShareGPT `from`/`value`) dicts
                   system:str|None=DEFAULT_SYSTEM_PROMPT, # system prompt before a bare question; `None`/`""`: none
@@ -55,9 +67,7 @@ def chat_messages(question_or_messages, # a question, or messages: `role`/`conte
     if not isinstance(x, (list, tuple)) or not x:
         raise DataError(f"{where}expected a question or a non-empty list of chat messages, got {x!r:.60}")
     out = []
-    for j, m in enumerate(x):
-        if isinstance(m, dict) and "from" in m and "role" not in m:
-            m = {"role": m["from"], "content": m.get("value")}
+    for j, m in enumerate(map(_message, x)):
         if not (isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)):
             raise DataError(f"{where}messages[{j}] needs a role ({'/'.join(ROLES)}) "
                             f"and a string content: {m!r:.80}")
@@ -76,6 +86,40 @@ def think_and_answer(message:dict, # an assistant message (`content`, maybe `rea
     if "</think>" not in c: return "", c  # an unclosed <think> in a message is text (the template's rule)
     p = parse_assistant(c, strip=False)
     return p["think"], p["answer"]
+
+# %% ../nbs/00c_chat.ipynb #7f692430
+def check_conversation(messages, # chat messages, as `chat_messages` takes them
+                       where:str="", # error prefix naming the source, e.g. `"train.jsonl row 3: "`
+                      )->list: # the messages from `chat_messages`
+    "Messages to train on: `[system,] user, assistant, ...` alternating, ending with an answer; `DataError` if not."
+    out = chat_messages(messages, where=where)
+    first = 1 if out[0]["role"] == "system" else 0
+    for j, m in enumerate(out):
+        expected = "user" if (j - first) % 2 == 0 else "assistant"
+        problem = ("a system message after the first turn" if m["role"] == "system" and j else
+                   None if j < first or m["role"] == expected else
+                   "an assistant turn first: a conversation starts with the user" if j == first else
+                   f"two {m['role']} turns in a row")
+        if problem is None and j >= first and not (m["content"] if expected == "user"
+                                                     else think_and_answer(m)[1]).strip():
+            problem = f"an empty {'question' if expected == 'user' else 'answer'}"
+        if problem: raise DataError(f"{where}messages[{j}]: {problem}")
+    if len(out) == first: raise DataError(f"{where}only a system message: nothing to train on")
+    if out[-1]["role"] != "assistant":
+        raise DataError(f"{where}messages[{len(out) - 1}]: the conversation ends with a user turn: "
+                        "nothing to supervise")
+    return out
+
+# %% ../nbs/00c_chat.ipynb #168a5e09
+TURNS = ("all", "last")
+
+def turn_prefixes(messages:list, # checked messages (`check_conversation`)
+                  turns:str="all", # "all": one prefix per assistant turn; "last": the whole conversation only
+                 )->list[list]: # message lists, each ending with the assistant turn it supervises
+    "The conversation up to each assistant turn to supervise, oldest first."
+    if turns not in TURNS: raise ValueError(f"turns must be one of {'/'.join(TURNS)}, got {turns!r}")
+    ends = [j + 1 for j, m in enumerate(messages) if m["role"] == "assistant"]
+    return [messages[:e] for e in (ends if turns == "all" else ends[-1:])]
 
 # %% ../nbs/00c_chat.ipynb #9cc2e667
 def parse_response(text:str, # new text only; decoded with or without special tokens

@@ -14,8 +14,8 @@ from fastcore.meta import delegates
 from .cli import command
 from .files import (DATA_SUFFIXES, DataError, cache_dir, cache_problem, data_files, modelscope_unreachable,
                           read_file, read_jsonl, write_cache, write_jsonl)
-from .chat import (DEFAULT_SYSTEM_PROMPT, chat_messages, normalize_text, parse_assistant,
-                         render_assistant, think_and_answer)
+from .chat import (DEFAULT_SYSTEM_PROMPT, TURNS, chat_messages, check_conversation, normalize_text,
+                         parse_assistant, render_assistant, think_and_answer, turn_prefixes)
 
 # %% auto #0
 __all__ = ['DEFAULT_DATASET', 'DEFAULT_CHECKPOINT', 'DEFAULT_POLICIES', 'TooLongError', 'normalize_rows', 'load_modelscope',
@@ -59,13 +59,13 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
     "Map rows of a known or given schema to `question`/`think`/`answer`; `DataError` listing columns if not."
     if bad := [i for i, r in enumerate(raw) if not isinstance(r, dict)]:
         raise DataError(f"row {bad[0]} is a {type(raw[bad[0]]).__name__}, not an object with named fields")
-    keys = list(dict.fromkeys(k for r in raw for k in r))
-    if (not columns and {"messages", "conversations"} & set(keys)
-            and not any(q in keys and a in keys for q, _, a in _SCHEMAS)):
-        return [_from_chat(r, i) for i, r in enumerate(raw)]
-    q, t, a = _detect(keys, columns)
+    questions = {q for q, _, _ in _SCHEMAS}  # a chat row: messages, no question column (prepared files mix both)
+    chat = [not columns and bool({"messages", "conversations"} & set(r)) and not questions & set(r) for r in raw]
+    if keys := list(dict.fromkeys(k for r, c in zip(raw, chat) if not c for k in r)):
+        q, t, a = _detect(keys, columns)
     out = []
-    for r in raw:
+    for i, (r, c) in enumerate(zip(raw, chat)):
+        if c: out.append(_from_chat(r)); continue
         question, answer = r.get(q), r.get(a)
         think = "" if t is None or _missing(r.get(t)) else r.get(t)
         if q == "input" and isinstance(question, str) and not question.strip() and "instruction" in r:
@@ -78,24 +78,18 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
     return out
 
 # %% ../nbs/00_data.ipynb #3eb37e19
-def _chat(msgs, where:str="")->list[dict]:
-    "Messages to train on (`chat_messages`, then: an assistant turn last, a user turn, an answer)."
-    out = chat_messages(msgs, where=where)
-    if out[-1]["role"] != "assistant":
-        raise DataError(f"{where}the last message must be the assistant turn to supervise")
-    if "user" not in [m["role"] for m in out]: raise DataError(f"{where}no user message")
-    if not think_and_answer(out[-1])[1].strip():
-        raise DataError(f"{where}the assistant turn has an empty answer")
-    return out
-
-def _from_chat(r:dict, i:int)->dict:
-    "A single-turn chat row as `question`/`think`/`answer` (+ `system`); `DataError` naming the row if not."
-    msgs = _chat(r.get("messages", r.get("conversations")), f"row {i}: ")
-    if [m["role"] for m in msgs if m["role"] != "system"] != ["user", "assistant"]:
-        raise DataError(f"row {i}: {len(msgs)} messages; only a single-turn chat maps to "
-                        "question/think/answer (pass multi-turn messages to tokenize_rows)")
-    think, answer = (s.strip() for s in think_and_answer(msgs[-1]))
+def _from_chat(r:dict)->dict:
+    "A chat row: single-turn as `question`/`think`/`answer` (+ `system`), longer ones as `messages`."
+    raw = r.get("messages", r.get("conversations"))
     extra = {k: v for k, v in r.items() if k not in ("messages", "conversations")}
+    if isinstance(raw, str):  # a CSV cell holds the messages as JSON text
+        try: raw = json.loads(raw)
+        except ValueError: pass
+    try: msgs = check_conversation(raw)
+    except DataError: return {"messages": raw, **extra}  # kept as is: `validate_rows` reports the turn
+    if [m["role"] for m in msgs if m["role"] != "system"] != ["user", "assistant"]:
+        return {"messages": msgs, **extra}
+    think, answer = (s.strip() for s in think_and_answer(msgs[-1]))
     system = {"system": msgs[0]["content"]} if msgs[0]["role"] == "system" else {}
     return {"question": msgs[-2]["content"], "think": think, "answer": answer, **extra, **system}
 
@@ -182,6 +176,7 @@ class DataReport:
     extra: dict = field(default_factory=dict) # split counts and length statistics added by `prepare_data`
     files: dict = field(default_factory=dict) # name -> path of the files `prepare_data` wrote
     split: dict = field(default_factory=dict) # "train"/"val" -> input positions of kept rows (`load_split`)
+    turns: dict = field(default_factory=dict) # `tokenize_rows`: assistant turns supervised/context/dropped
 
     def add(self, problem, i): self.problems.setdefault(problem, []).append(i)
     @property
@@ -191,11 +186,17 @@ class DataReport:
 @patch
 def summary(self:DataReport)->str:
     "Counts, policies and first row indices, one line per problem."
-    lines = [f"rows in: {self.n_in}, kept: {self.n_out}, dropped: {len(self.dropped)}"
+    kept = f"examples: {self.n_out}, rows dropped" if self.turns else f"kept: {self.n_out}, dropped"
+    lines = [f"rows in: {self.n_in}, {kept}: {len(self.dropped)}"
              + (f", bad lines skipped: {len(self.bad_lines)}" if self.bad_lines else "")]
     lines += [f"  {k:<18} {len(v):>5}  {self.policies.get(k, ''):<5} rows {v[:5]}{'…' if len(v) > 5 else ''}"
               for k, v in self.problems.items()]
+    lines += [f"  dropped row {i}: {why}" for i, why in list(self.dropped.items())[:3]]
     lines += [f"  {k}: {v}" for k, v in self.extra.items()]
+    if t := self.turns:
+        lines.append(f"  assistant turns: {t['assistant']} in {t['conversations']} conversations; supervised "
+                     f"{t['supervised']}, context only {t['context']}, dropped {len(t['dropped'])}"
+                     + "".join(f"; {k}: {v}" for k, v in list(t["dropped"].items())[:3]))
     return "\n".join(lines)
 
 @patch
@@ -207,7 +208,7 @@ def to_dict(self:DataReport)->dict:
     return asdict(self) | {"counts": self.counts}
 
 # %% ../nbs/00_data.ipynb #b1e53f60
-DEFAULT_POLICIES = dict(bad_type="drop", missing="drop", empty="drop", think_tags="drop",
+DEFAULT_POLICIES = dict(bad_type="drop", missing="drop", empty="drop", bad_turn="drop", think_tags="drop",
                         special_tokens="drop", no_think="keep", duplicate="keep", repeated_question="keep",
                         literal_newline="keep", too_long="keep")
 
@@ -215,6 +216,7 @@ _THINK_TAG = re.compile(r"[<＜]\s*[/／]?\s*think\s*[>＞]", re.I)  # <think>, 
 _SPECIAL = re.compile(r"<\|[\w-]{1,40}\|>")  # ChatML special tokens such as <|im_end|>, <|endoftext|>
 
 _FIELD_PROBLEMS = ("bad_type", "missing", "empty")  # a field value that cannot be used at all
+_UNUSABLE = _FIELD_PROBLEMS + ("bad_turn",)  # ... or a conversation that breaks `check_conversation`
 
 def _field_problem(v)->str|None:
     "`bad_type`, `missing` or `empty` for a value that must be a non-empty string; None when it is one."
@@ -230,18 +232,33 @@ def _field_problems(r)->dict:
            "answer": _field_problem(r.get("answer"))}
     return {f: p for f, p in bad.items() if p}
 
+def _bad_turn(r)->str|None:
+    "What `check_conversation` says about a conversation row; None when it passes."
+    try: check_conversation(r["messages"])
+    except DataError as e: return str(e)
+
 def _bad_fields(r)->str:
-    "`field=value` of question/think/answer behind a bad_type, missing or empty problem."
+    "`field=value` of question/think/answer behind a bad_type, missing or empty problem (or the bad turn)."
+    if "messages" in r: return _bad_turn(r) or ""
     return ", ".join(f"{f}={r.get(f)!r:.30}" for f in _field_problems(r))
 
+def _texts(r)->tuple[list, list, list]:
+    "(prompts, thinks, answers) of a usable row: question/think/answer, or every turn of a conversation."
+    if "messages" not in r: return [r["question"]], [r.get("think") or ""], [r["answer"]]
+    msgs = check_conversation(r["messages"])
+    parts = [think_and_answer(m) for m in msgs if m["role"] == "assistant"]
+    return [m["content"] for m in msgs if m["role"] != "assistant"], [t for t, _ in parts], [a for _, a in parts]
+
 def _row_problems(r)->list[str]:
-    "Problems of one normalised row, in the order they are checked."
-    if bad := set(_field_problems(r).values()): return [next(p for p in _FIELD_PROBLEMS if p in bad)]
-    q, t, a = r["question"], r.get("think") or "", r["answer"]  # question and answer: non-empty strings
-    p = [] if t.strip() else ["no_think"]
-    if _THINK_TAG.search(t) or _THINK_TAG.search(a): p.append("think_tags")
-    if any(_SPECIAL.search(x) for x in (q, t, a)): p.append("special_tokens")
-    if any("\\n" in x for x in (q, t, a)): p.append("literal_newline")
+    "Problems of one normalised row (or conversation), in the order they are checked."
+    if "messages" in r:
+        if _bad_turn(r): return ["bad_turn"]
+    elif bad := set(_field_problems(r).values()): return [next(p for p in _FIELD_PROBLEMS if p in bad)]
+    qs, ts, ans = _texts(r)  # every text a non-empty string (a think may be "")
+    p = [] if any(t.strip() for t in ts) else ["no_think"]
+    if any(_THINK_TAG.search(x) for x in ts + ans): p.append("think_tags")
+    if any(_SPECIAL.search(x) for x in qs + ts + ans): p.append("special_tokens")
+    if any("\\n" in x for x in qs + ts + ans): p.append("literal_newline")
     return p
 
 # %% ../nbs/00_data.ipynb #19c8df65
@@ -269,12 +286,12 @@ def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
     rep = report or DataReport()
     rep.n_in, rep.policies = len(rows), pol
     found = [_row_problems(r) for r in rows]
-    ok = [i for i, p in enumerate(found) if not (p and p[0] in _FIELD_PROBLEMS)]
+    ok = [i for i, p in enumerate(found) if not (p and p[0] in _UNUSABLE)]
     seen, seen_q = set(), set()
     for i in ok:
-        r = rows[i]
-        q = normalize_text(r["question"])  # 发烧怎么办？ and 发烧怎么办? are one question
-        key = (q, normalize_text(r.get("think") or ""), normalize_text(r["answer"]))
+        qs, ts, ans = _texts(rows[i])
+        q = tuple(map(normalize_text, qs))  # 发烧怎么办？ and 发烧怎么办? are one question
+        key = (q, *map(normalize_text, ts + ans))
         if key in seen: found[i].append("duplicate")
         elif q in seen_q: found[i].append("repeated_question")
         seen.add(key); seen_q.add(q)
@@ -290,11 +307,12 @@ def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
     kept = []
     for i, (r, p) in enumerate(zip(rows, found)):
         if drop := [k for k in p if pol[k] == "drop"]:
-            rep.dropped[i] = ", ".join(drop) + (f" ({_bad_fields(r)})" if p[0] in _FIELD_PROBLEMS else "")
+            rep.dropped[i] = ", ".join(drop) + (f" ({_bad_fields(r)})" if p[0] in _UNUSABLE else "")
             continue
         if "literal_newline" in p and pol["literal_newline"] == "fix":
-            r = r | {k: r[k].replace("\\n", "\n") for k in ("question", "think", "answer")
-                     if isinstance(r.get(k), str)}
+            fix = lambda d, keys: d | {k: d[k].replace("\\n", "\n") for k in keys if isinstance(d.get(k), str)}
+            r = (fix(r, ("question", "think", "answer")) if "messages" not in r else
+                 r | {"messages": [fix(m, ("content", "reasoning_content")) for m in r["messages"]]})
         kept.append(r); rep.kept.append(i)
     rep.n_out = len(kept)
     assert rep.n_in == rep.n_out + len(rep.dropped)
@@ -345,11 +363,12 @@ def split_rows(rows:list, # rows (any objects)
     tr, va = split_indices(len(rows), val_frac, seed)
     return [rows[i] for i in tr], [rows[i] for i in va]
 
-def row_key(row:dict, # a row with question, think, answer
+def row_key(row:dict, # a row with question, think, answer, or a conversation (`messages`)
             normalize:bool=False, # hash `normalize_text` of the fields (comparisons: overlap checks)
            )->str: # 16 hex digits
-    "A content hash of a row's question, think and answer: records a split and finds train/eval overlap."
-    key = [row.get("question"), row.get("think") or "", row.get("answer")]
+    "A content hash of a row's question, think and answer (or turns): records a split, finds train/eval overlap."
+    key = ([x for m in row["messages"] for x in (m.get("role"), m.get("content"), m.get("reasoning_content"))]
+           if "messages" in row else [row.get("question"), row.get("think") or "", row.get("answer")])
     if normalize: key = [normalize_text(k) if isinstance(k, str) else k for k in key]
     return hashlib.sha1(json.dumps(key, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
@@ -377,18 +396,25 @@ def load_split(source, # anything `load_rows` reads
     return [by_idx[i] for i in rep.split["train"]], [by_idx[i] for i in rep.split["val"]], rep
 
 # %% ../nbs/00_data.ipynb #d331a0e2
-def to_messages(row:dict, # normalised row
+def to_messages(row:dict, # normalised row, or a conversation (`messages`: returned checked, as they are)
                 system:str|None=DEFAULT_SYSTEM_PROMPT, # system prompt; None or "" for no system message
                )->list[dict]: # [system,] user, assistant
     "Chat messages for one row; the assistant content carries the think block for thinking rows."
+    if "messages" in row: return check_conversation(row["messages"])
     msgs = [{"role": "system", "content": system}] if system else []
     return msgs + [{"role": "user", "content": row["question"]},
                    {"role": "assistant", "content": render_assistant(row.get("think") or "", row["answer"])}]
 
 def format_row(row:dict, # normalised row
                system:str=DEFAULT_SYSTEM_PROMPT, # goes into `instruction`, as in the reference
-              )->dict: # {"instruction", "input", "output"}
+              )->dict: # {"instruction", "input", "output"}, + `history` ([question, answer] pairs) for conversations
     "The reference's instruction/input/output row, with `output` exactly as Qwen3 renders the assistant turn."
+    if "messages" in row:  # LLaMA-Factory's Alpaca layout: earlier turns as `history`, without their think
+        m = to_messages(row)
+        system, m = (m[0]["content"], m[1:]) if m[0]["role"] == "system" else (system, m)
+        last = {"question": m[-2]["content"], "think": think_and_answer(m[-1])[0], "answer": think_and_answer(m[-1])[1]}
+        pairs = [[u["content"], think_and_answer(a)[1]] for u, a in zip(m[:-2:2], m[1:-2:2])]
+        return format_row(last, system) | {"history": pairs}
     out = render_assistant(row.get("think") or "", row["answer"])
     return {"instruction": system, "input": row["question"],
             "output": out if "</think>" in out else f"<think>\n\n</think>\n\n{out}"}
@@ -429,7 +455,7 @@ def _parse(row_or_messages, system)->list[dict]:
             raise DataError(f"think tags inside the {tags[0]} field; "
                             "the chat template would split the text there")
         return to_messages(x, system)
-    return _chat(x)
+    return check_conversation(x)
 
 def _check_text(msgs, tokenizer):
     "`DataError` for special tokens in any message, or think tags the template would drop text at."
@@ -467,7 +493,19 @@ def _fit_think(msgs, tokenizer, max_length, kw):
         else: hi = mid
     return ids(lo)
 
-def check_tokenize_options(max_length, truncation, empty_think):
+def _fit_history(msgs, tokenizer, max_length, kw):
+    "`(messages, (input_ids, labels))` without the fewest oldest whole exchanges that fit (or all but the last)."
+    head = msgs[:1] if msgs[0]["role"] == "system" else []  # the system prompt stays
+    for j in [j for j, m in enumerate(msgs) if m["role"] == "user"][1:]:
+        cut = head + msgs[j:]
+        ids = _assemble(_chat_ids(tokenizer, [cut])[0],
+                        _chat_ids(tokenizer, [cut[:-1]], add_generation_prompt=True, **kw)[0], tokenizer)
+        if len(ids[0]) <= max_length: break
+    return cut, ids
+
+def check_tokenize_options(max_length, truncation, empty_think, turns="all"):
+    "`ValueError` naming a bad `tokenize_rows` option, before any work."
+    if turns not in TURNS: raise ValueError(f"turns must be one of {'/'.join(TURNS)}, got {turns!r}")
     _check_max_length(max_length)
     if truncation not in ("think", "drop", "right"):
         raise ValueError(f"truncation must be think/drop/right, not {truncation!r}")
@@ -475,7 +513,7 @@ def check_tokenize_options(max_length, truncation, empty_think):
         raise ValueError(f"empty_think must be label/prompt, not {empty_think!r}")
 
 def _tokenize(msgs, tokenizer, max_length, truncation, empty_think, full=None, prompt=None):
-    "`(example, action)`; action is None, 'think' or 'right'. `full`/`prompt` are precomputed renders."
+    "`(example, actions)`: actions taken, of 'history', 'think', 'right'. `full`/`prompt`: precomputed renders."
     check_tokenize_options(max_length, truncation, empty_think)
     _check_text(msgs, tokenizer)
     thinking = bool(think_and_answer(msgs[-1])[0].strip())
@@ -483,20 +521,23 @@ def _tokenize(msgs, tokenizer, max_length, truncation, empty_think, full=None, p
     if full is None: full = _chat_ids(tokenizer, [msgs])[0]
     if prompt is None: prompt = _chat_ids(tokenizer, [msgs[:-1]], add_generation_prompt=True, **kw)[0]
     input_ids, labels = _assemble(full, prompt, tokenizer)
-    action = None
+    actions = []
+    if max_length and len(input_ids) > max_length and truncation == "think" and sum(
+            m["role"] == "user" for m in msgs) > 1:  # whole old exchanges go before anything inside a turn
+        msgs, (input_ids, labels) = _fit_history(msgs, tokenizer, max_length, kw); actions.append("history")
     if max_length and len(input_ids) > max_length:
         if truncation == "drop" or (truncation == "think" and not thinking):
             raise TooLongError(f"{len(input_ids)} tokens > max_length {max_length}"
                                + (" and no think to shorten" if truncation == "think" else ""))
         if truncation == "think":
-            input_ids, labels = _fit_think(msgs, tokenizer, max_length, kw); action = "think"
+            input_ids, labels = _fit_think(msgs, tokenizer, max_length, kw); actions.append("think")
         else:
             warnings.warn("truncation='right' cuts the answer and the terminator "
                           "(reference behaviour, for comparison only)")
-            input_ids, labels = input_ids[:max_length], labels[:max_length]; action = "right"
+            input_ids, labels = input_ids[:max_length], labels[:max_length]; actions.append("right")
             if all(l == -100 for l in labels):
                 raise TooLongError(f"prompt alone is over max_length {max_length}")
-    return dict(input_ids=input_ids, attention_mask=[1] * len(input_ids), labels=labels), action
+    return dict(input_ids=input_ids, attention_mask=[1] * len(input_ids), labels=labels), actions
 
 def tokenize_sft(row_or_messages, # normalised row, list of chat messages, or {"messages": [...]}
                  tokenizer, # a tokenizer with a chat template (Qwen3)
@@ -522,49 +563,55 @@ def label_spans(example:dict, # `input_ids` and `labels`, as from `tokenize_sft`
     return pd.DataFrame(runs, columns=["labels", "tokens", "text"])
 
 # %% ../nbs/00_data.ipynb #431860e5
-def tokenize_rows(rows:list, # normalised rows, message lists or {"messages": [...]} dicts
+def tokenize_rows(rows:list, # normalised rows, conversations, message lists or {"messages": [...]} dicts
                   tokenizer, # a tokenizer with a chat template
                   max_length:int|None=2048, # tokens
                   truncation:str="think", # "think", "drop" or "right" (see `tokenize_sft`)
                   empty_think:str="label", # "label" or "prompt" (see `tokenize_sft`)
-                  system:str|None=DEFAULT_SYSTEM_PROMPT, # system prompt for row dicts
-                 )->tuple[list[dict], DataReport]: # (examples, report with truncated/dropped rows)
-    "Tokenize many rows in batches; rows that cannot be used are dropped and reported, never raised."
-    check_tokenize_options(max_length, truncation, empty_think)
-    rep = DataReport(n_in=len(rows), policies={"truncation": truncation, "empty_think": empty_think})
-    msgs = {}
+                  system:str|None=DEFAULT_SYSTEM_PROMPT, # system prompt for row dicts (not conversations)
+                  turns:str="all", # conversations: "all" (one example per assistant turn) or "last" (one per row)
+                 )->tuple[list[dict], DataReport]: # (examples, report; `kept[j]` is the row of `examples[j]`)
+    "Tokenize many rows in batches; rows and turns that cannot be used are dropped and reported, never raised."
+    check_tokenize_options(max_length, truncation, empty_think, turns)
+    rep = DataReport(n_in=len(rows), policies=dict(truncation=truncation, empty_think=empty_think, turns=turns))
+    t = rep.turns = dict(conversations=0, assistant=0, supervised=0, context=0, dropped={})
+    units, why = [], {}  # (row, turn number, messages up to that assistant turn); row -> first drop reason
+    def drop(i, j, problem, e):
+        t["dropped"][f"row {i + 1}" + (f" turn {j}" if j else "")] = f"{problem}: {e}"
+        rep.add(problem, i); why.setdefault(i, f"{problem}: {e}")
     for i, r in enumerate(rows):
-        try: _check_text(m := _parse(r, system), tokenizer)
-        except DataError as e: rep.dropped[i] = f"bad_row: {e}"; rep.add("bad_row", i)
-        else: msgs[i] = m
-    ids = list(msgs)
-    full = dict(zip(ids, _chat_ids(tokenizer, [msgs[i] for i in ids])))
+        try: msgs = _parse(r, system)
+        except DataError as e: drop(i, None, "bad_row", e); continue
+        prefixes, n_turns = turn_prefixes(msgs, turns), sum(m["role"] == "assistant" for m in msgs)
+        t["conversations"] += 1; t["assistant"] += n_turns; t["context"] += n_turns - len(prefixes)
+        units += [(i, n_turns - len(prefixes) + j, p) for j, p in enumerate(prefixes, 1)]
+    empty = lambda m: empty_think == "prompt" and not think_and_answer(m[-1])[0].strip()
+    full = _chat_ids(tokenizer, [m for _, _, m in units])
     prompt = {}
     for off in (False, True):
-        grp = [i for i in ids
-               if off == (empty_think == "prompt" and not think_and_answer(msgs[i][-1])[0].strip())]
-        kw = {"enable_thinking": False} if off else {}
-        prompt |= dict(zip(grp, _chat_ids(tokenizer, [msgs[i][:-1] for i in grp],
-                                          add_generation_prompt=True, **kw)))
+        grp = [k for k, (_, _, m) in enumerate(units) if empty(m) == off]
+        prompt |= dict(zip(grp, _chat_ids(tokenizer, [units[k][2][:-1] for k in grp], add_generation_prompt=True,
+                                          **({"enable_thinking": False} if off else {}))))
     examples = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for i in ids:
-            try: ex, action = _tokenize(msgs[i], tokenizer, max_length, truncation, empty_think,
-                                        full[i], prompt[i])
-            except TooLongError as e: rep.dropped[i] = f"too_long: {e}"; rep.add("too_long", i); continue
-            except DataError as e: rep.dropped[i] = f"bad_row: {e}"; rep.add("bad_row", i); continue
-            if action: rep.add(f"truncated_{action}", i)
+        for k, (i, j, m) in enumerate(units):
+            try: ex, actions = _tokenize(m, tokenizer, max_length, truncation, empty_think, full[k], prompt[k])
+            except TooLongError as e: drop(i, j, "too_long", e); continue
+            except DataError as e: drop(i, j, "bad_row", e); continue
+            for a in actions: rep.add(f"truncated_{a}", i)
             examples.append(ex); rep.kept.append(i)
+    rep.dropped = {i: why[i] for i in sorted(set(why) - set(rep.kept))}  # rows with no example left
     if "truncated_right" in rep.problems:
         warnings.warn(f"truncation='right' cut {len(rep.problems['truncated_right'])} rows: "
                       "they lose their terminator")
-    rep.n_out = len(examples)
-    assert rep.n_in == rep.n_out + len(rep.dropped)
+    rep.n_out, t["supervised"] = len(examples), len(examples)
+    assert rep.n_in == len(set(rep.kept)) + len(rep.dropped)
+    assert t["assistant"] == t["supervised"] + t["context"] + sum(" turn " in k for k in t["dropped"])
     return examples, rep
 
 # %% ../nbs/00_data.ipynb #3f4a1ae2
-def token_lengths(rows:list[dict], # normalised rows
+def token_lengths(rows:list[dict], # normalised rows or conversations (think/answer: all turns together)
                   tokenizer, # a tokenizer with a chat template
                   system:str|None=DEFAULT_SYSTEM_PROMPT, # system prompt
                  )->pd.DataFrame: # one row per input row: prompt, think, answer, total, supervised (tokens)
@@ -574,8 +621,8 @@ def token_lengths(rows:list[dict], # normalised rows
     prompt = [len(x) for x in _chat_ids(tokenizer, [c[:-1] for c in convs], add_generation_prompt=True)]
     enc = lambda xs: ([len(x) for x in
                        tokenizer([x or "" for x in xs], add_special_tokens=False)["input_ids"]] if xs else [])
-    df = pd.DataFrame(dict(prompt=prompt, think=enc([r.get("think") for r in rows]),
-                           answer=enc([r["answer"] for r in rows]), total=full))
+    think, answer = zip(*[("".join(ts), "".join(a)) for _, ts, a in map(_texts, rows)]) if rows else ((), ())
+    df = pd.DataFrame(dict(prompt=prompt, think=enc(list(think)), answer=enc(list(answer)), total=full))
     df["supervised"] = df.total - df.prompt
     return df
 

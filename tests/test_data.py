@@ -153,8 +153,10 @@ def test_chat_and_parquet_sources(tmp_path):
     p = run("--source", tmp_path/"p.parquet", "--out_dir", tmp_path/"o2")
     eq(p.returncode, 0)
     eq(read_jsonl(tmp_path/"o2"/"train.jsonl")[0]["tags"], ["a", "b"])
-    one_line_error(run("--source", write_jsonl([{"messages": [{"role": "doctor", "content": "Q"}]}], tmp_path/"bad.jsonl"),
-                       "--out_dir", tmp_path/"o3"), "bad.jsonl: row 0: messages[0] needs a role")
+    p = run("--source", write_jsonl(chat + [{"messages": [{"role": "doctor", "content": "Q"}]}], tmp_path/"bad.jsonl"),
+            "--out_dir", tmp_path/"o3")  # a bad conversation is dropped, named with its turn; the rest is kept
+    eq(p.returncode, 0)
+    assert "dropped row 10: bad_turn (messages[0] needs a role" in p.stdout, p.stdout
 
 
 def test_tokenize_invariants_random_rows():
