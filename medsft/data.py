@@ -19,9 +19,10 @@ from .chat import (DEFAULT_SYSTEM_PROMPT, TURNS, chat_messages, check_conversati
 
 # %% auto #0
 __all__ = ['DEFAULT_DATASET', 'DEFAULT_CHECKPOINT', 'DEFAULT_POLICIES', 'TooLongError', 'normalize_rows', 'load_modelscope',
-           'sample_rows', 'load_rows', 'DataReport', 'validate_rows', 'check_rows', 'split_indices', 'split_rows',
-           'row_key', 'load_split', 'to_messages', 'format_row', 'check_tokenize_options', 'tokenize_sft',
-           'label_spans', 'tokenize_rows', 'token_lengths', 'length_summary', 'prepare_data', 'medsft_data']
+           'sample_rows', 'sample_conversations', 'load_rows', 'DataReport', 'validate_rows', 'check_rows',
+           'split_indices', 'split_rows', 'row_key', 'load_split', 'to_messages', 'format_row',
+           'check_tokenize_options', 'tokenize_sft', 'label_spans', 'tokenize_rows', 'token_lengths', 'length_summary',
+           'prepare_data', 'medsft_data']
 
 # %% ../nbs/00_data.ipynb #242fc524
 DEFAULT_DATASET = "krisfu/delicate_medical_r1_data"
@@ -123,10 +124,14 @@ def sample_rows()->list[dict]:
     "The built-in sample data: 24 hand-written Chinese question/think/answer rows shipped with the package."
     return read_jsonl(Path(str(resources.files("medsft")/"sample_data.jsonl")))
 
+def sample_conversations()->list[dict]:
+    "The built-in consultations: 8 hand-written Chinese multi-turn `messages` rows (17 assistant turns)."
+    return read_jsonl(Path(str(resources.files("medsft")/"sample_conversations.jsonl")))
+
 # %% ../nbs/00_data.ipynb #b23de942
 def _is_dataset(x): return hasattr(x, "column_names") and hasattr(x, "to_list")
 
-def load_rows(source, # file/folder path, ModelScope id, "sample", HF `Dataset`/`DatasetDict` or list of dicts
+def load_rows(source, # path, ModelScope id, "sample"/"sample-conversations", HF `Dataset`(`Dict`) or dicts
               columns:dict|None=None, # {"question": col, "think": col, "answer": col}; skips schema detection
               encoding:str="utf-8", # text encoding of local files
               skip_bad_lines:bool=False, # JSONL: skip unparsable lines (recorded in `report.bad_lines`)
@@ -144,6 +149,7 @@ def load_rows(source, # file/folder path, ModelScope id, "sample", HF `Dataset`/
     elif isinstance(source, dict) and source and all(_is_dataset(v) for v in source.values()):
         raw = source[split].to_list() if split else [r for v in source.values() for r in v.to_list()]
     elif isinstance(source, str) and source == "sample": raw = sample_rows()
+    elif isinstance(source, str) and source == "sample-conversations": raw = sample_conversations()
     elif isinstance(source, (str, Path)) and Path(source).exists():  # each file has its own schema
         files = data_files(Path(source)) if Path(source).is_dir() else [Path(source)]
         rows = [r for f in files for r in _normalize(read_file(f, encoding, skip_bad_lines, bad), columns, f)]
@@ -152,7 +158,8 @@ def load_rows(source, # file/folder path, ModelScope id, "sample", HF `Dataset`/
     elif (isinstance(source, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", source)
           and Path(source).suffix not in DATA_SUFFIXES):
         raw = load_modelscope(source, split=split or "train", timeout=timeout, refresh=refresh)
-    else: raise FileNotFoundError(f"{source}: no such file or folder (and not a ModelScope id or 'sample')")
+    else: raise FileNotFoundError(f"{source}: no such file or folder (and not a ModelScope id, "
+                                 "'sample' or 'sample-conversations')")
     return _normalize(raw, columns, where)
 
 def _normalize(raw, columns, where):
@@ -668,7 +675,7 @@ def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", l
 
 # %% ../nbs/00_data.ipynb #0f9bdd7d
 @command(short=dict(output_dir="-o"), aliases=dict(output_dir=["--out-dir"]))
-def medsft_data(source:str=DEFAULT_DATASET, # file/folder (jsonl/json/csv/parquet), ModelScope id or `sample`
+def medsft_data(source:str=DEFAULT_DATASET, # file/folder (jsonl/json/csv/parquet), ModelScope id, `sample` or `sample-conversations`
                 output_dir:str=".", # folder for train/val files, formats, split index and report.json
                 val_frac:float=0.1, # validation share (reference: 0.1; first int(0.9*n) shuffled rows train)
                 seed:int=42, # random.seed for the shuffle (reference: 42)

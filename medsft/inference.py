@@ -282,7 +282,7 @@ def answer_todo(pred:Predictor, # the model
 
 # %% ../nbs/04_inference.ipynb #41c606fb
 class ChatBox:
-    "An ipywidgets chat box: a question in, the think block and the answer streamed out."
+    "An ipywidgets chat box that keeps the conversation: each question is answered with the earlier turns."
     def __init__(self,
                  checkpoint=TINY, # anything `get_predictor` accepts
                  settings:GenerationSettings=None, # None: the defaults
@@ -295,19 +295,30 @@ class ChatBox:
         wide = dict(layout=w.Layout(width="100%"))
         self.question = w.Textarea(placeholder="输入问题，例如：高血压如何饮食？", **wide)
         self.button = w.Button(description="Send", button_style="primary")
+        self.new = w.Button(description="New chat")
+        self.messages = []  # the conversation so far: user and assistant turns (no system prompt)
         self.think = w.Textarea(description="think", disabled=True, **wide)
         self.answer = w.Textarea(description="answer", disabled=True, **wide)
         self.status = w.Label()
         self.button.on_click(lambda _: self.send())
-        self.widget = w.VBox([self.question, self.button, self.think, self.answer, self.status])
+        self.new.on_click(lambda _: self.clear())
+        self.widget = w.VBox([self.question, w.HBox([self.button, self.new]), self.think, self.answer, self.status])
+
+    def clear(self):
+        "Start a new conversation."
+        self.messages, self.think.value, self.answer.value, self.status.value = [], "", "", ""
 
     def send(self, question:str=None)->dict: # `parse_response`'s dict for what was shown
-        "Answer `question` (default: the text box), streaming into the think and answer boxes."
+        "Answer `question` (default: the text box) after the earlier turns, streaming think and answer."
         if question is not None: self.question.value = question
         self.think.value = self.answer.value = self.status.value = ""
         self.button.disabled = True
+        turn = {"role": "user", "content": self.question.value}
+        system = [{"role": "system", "content": self.settings.system}] if self.settings.system else []
         try:
-            for part, piece in stream_parts(self.predictor.stream(self.question.value, self.settings)):
+            chat_messages(self.question.value)  # an empty question fails here, as a bare question would
+            msgs = system + self.messages + [turn]
+            for part, piece in stream_parts(self.predictor.stream(msgs, self.settings)):
                 box = self.think if part == "think" else self.answer
                 box.value = "" if piece is None else box.value + piece
         except ValueError as e:
@@ -317,7 +328,9 @@ class ChatBox:
         st = self.predictor.last_stream
         self.status.value = (f"{st['new_tokens']} new tokens, "
                              + ("stopped on the terminator" if st["stopped"] else "cut by max_new_tokens"))
-        return parse_response(st["text"], stopped=st["stopped"])
+        shown = parse_response(st["text"], stopped=st["stopped"])
+        self.messages += [turn, {"role": "assistant", "content": shown["answer"], "reasoning_content": shown["think"]}]
+        return shown
 
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
 
