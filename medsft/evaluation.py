@@ -12,7 +12,7 @@ from pathlib import Path
 import jieba, sacrebleu
 from transformers.utils import logging as hf_logging
 
-from .chat import NORMALIZATION, GenerationSettings, normalize_text
+from .chat import NORMALIZATION, GenerationSettings, check_conversation, normalize_text, think_and_answer
 from .data import DEFAULT_CHECKPOINT, DataReport, check_rows, load_rows
 from .files import DataError, ResumableOutput, json_text, read_jsonl, run_key, write_jsonl
 from .inference import answer_todo, get_predictor, match_done
@@ -49,6 +49,22 @@ def bleu4(hypotheses:list, # generated answers
     return sacrebleu.corpus_bleu(norm(hypotheses), [norm(references)], tokenize="zh").score
 
 # %% ../nbs/04c_evaluation.ipynb #89986d87
+def _turns(rows:list, lines:list, where, skip:bool, read:DataReport)->tuple:
+    "(rows, lines) with each conversation as one row per assistant turn: its real history, its answer."
+    out, at = [], []
+    for i, r in enumerate(rows):
+        if "messages" not in r: out.append(r); at.append(i); continue
+        name = f"{where}:{lines[i]}" if lines else f"{where} row {i + 1}"
+        try: msgs = check_conversation(r["messages"], where=f"{name}: ")
+        except DataError as e:
+            if not skip: raise DataError(f"{e}; fix the row or skip bad rows") from None
+            read.dropped[name] = str(e).split(": ", 1)[1]; continue
+        ends = [j for j, m in enumerate(msgs) if m["role"] == "assistant"]
+        out += [dict(messages=msgs[:j], question=msgs[j - 1]["content"], answer=think_and_answer(msgs[j])[1].strip(),
+                     turn=k) for k, j in enumerate(ends, 1)]
+        at += [i] * len(ends)
+    return out, [lines[i] for i in at] if lines else []
+
 def _val_rows(val_file, n, skip:bool)->tuple:
     "(rows, line numbers or [], check report, read report) of a validation file, checked before any model loads."
     read = DataReport()  # unparsable lines, skipped only with `skip`
@@ -56,6 +72,7 @@ def _val_rows(val_file, n, skip:bool)->tuple:
     try: lines = read_jsonl(val_file, with_lines=True, skip_bad_lines=skip)[1][:n]
     except DataError: lines = []  # e.g. a .jsonl file holding one JSON array
     lines = lines if len(lines) == len(rows) else []  # []: not one JSON object per line, so no line numbers
+    rows, lines = _turns(rows, lines, val_file, skip, read)  # conversations: every assistant turn is scored
     rows, report = check_rows(rows, ("question", "answer"), str(val_file), lines, skip=skip)
     if not rows: raise DataError(f"{val_file}: no rows to evaluate")
     return rows, lines, report, read
@@ -71,7 +88,7 @@ def _summary(records:list, settings:GenerationSettings)->dict:
                 normalization=NORMALIZATION, **settings.key())
 
 def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
-             val_file="val.jsonl", # JSONL with `question` and `answer` (read by `medsft.data.load_rows`)
+             val_file="val.jsonl", # rows with `question` and `answer`, or conversations (`medsft.data.load_rows`)
              n:int=None, # first `n` rows only; None: all
              batch_size:int=8, # questions per batch (part of the run key: it changes sampled text)
              out_dir=None, # None: `eval/<checkpoint folder name>`
@@ -91,8 +108,9 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
     path, t0 = out_dir / "predictions.jsonl", time.perf_counter()
     with ResumableOutput(path, run_key(pred.state, settings.key(), batch_size)) as out:
         todo, matched = match_done(rows, out.done)
-        for i, rec in answer_todo(pred, [r["question"] for r in rows], todo, batch_size, settings, **gen_kwargs):
-            matched[i] = out.write(dict(question=rows[i]["question"], **rec))
+        asked = [r.get("messages", r["question"]) for r in rows]
+        for i, rec in answer_todo(pred, asked, todo, batch_size, settings, **gen_kwargs):
+            matched[i] = out.write({k: rows[i][k] for k in ("question", "messages", "turn") if k in rows[i]} | rec)
     seconds, tokens = time.perf_counter() - t0, sum(matched[i]["new_tokens"] for i in todo)
     records = []  # scored against the references as they are now (generated text may be reused)
     for i, row in enumerate(rows):
@@ -104,7 +122,8 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
                    answered_now=len(todo), tokens_per_second=round(tokens / seconds, 1) if todo else None,
                    seconds=round(seconds, 1), batch_size=batch_size, replaced=out.replaced,
                    skipped={f"{val_file}:{lines[i]}" if lines else f"row {i + 1}": why
-                            for i, why in report.dropped.items()} | {b: "not a JSON object" for b in read.bad_lines},
+                            for i, why in report.dropped.items()} | {b: "not a JSON object" for b in read.bad_lines}
+                           | read.dropped,
                    device=str(pred.model.device), dtype=str(pred.model.dtype).replace("torch.", ""))
     (out_dir / "summary.json").write_text(json_text(summary, indent=2) + "\n", encoding="utf-8")
     return summary
