@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from fastcore.meta import delegates
 from .cli import command
 from .files import (DATA_SUFFIXES, DataError, cache_dir, cache_problem, data_files, modelscope_unreachable,
-                          read_file, read_jsonl, write_cache, write_jsonl)
+                          read_file, read_jsonl, run_key, write_cache, write_jsonl)
 from .chat import (DEFAULT_SYSTEM_PROMPT, TURNS, chat_messages, check_conversation, normalize_text,
                          parse_assistant, render_assistant, think_and_answer, turn_prefixes)
 
@@ -21,8 +21,8 @@ from .chat import (DEFAULT_SYSTEM_PROMPT, TURNS, chat_messages, check_conversati
 __all__ = ['DEFAULT_DATASET', 'DEFAULT_CHECKPOINT', 'DEFAULT_POLICIES', 'TooLongError', 'normalize_rows', 'load_modelscope',
            'sample_rows', 'sample_conversations', 'load_rows', 'DataReport', 'validate_rows', 'check_rows',
            'split_indices', 'split_rows', 'row_key', 'load_split', 'to_messages', 'format_row',
-           'check_tokenize_options', 'tokenize_sft', 'label_spans', 'tokenize_rows', 'token_lengths', 'length_summary',
-           'prepare_data', 'medsft_data']
+           'check_tokenize_options', 'tokenize_sft', 'label_spans', 'tokenize_rows', 'code_sources',
+           'tokenizer_fingerprint', 'tokenize_cached', 'token_lengths', 'length_summary', 'prepare_data', 'medsft_data']
 
 # %% ../nbs/00_data.ipynb #242fc524
 DEFAULT_DATASET = "krisfu/delicate_medical_r1_data"
@@ -617,6 +617,64 @@ def tokenize_rows(rows:list, # normalised rows, conversations, message lists or 
     assert t["assistant"] == t["supervised"] + t["context"] + sum(" turn " in k for k in t["dropped"])
     return examples, rep
 
+# %% ../nbs/00_data.ipynb #7c0ebc39
+def code_sources(fn, # a medsft function or class
+                )->dict: # "module.name" -> source (functions, classes) or `repr` (constants)
+    "The code `fn` runs: its source and that of every medsft function, class and constant it uses, transitively."
+    out, todo = {}, [fn]
+    while todo:
+        f = todo.pop()
+        name = f"{getattr(f, '__module__', '')}.{getattr(f, '__qualname__', '')}"
+        if name in out: continue
+        out[name] = inspect.getsource(f)
+        codes, scope = [f.__code__] if inspect.isfunction(f) else [], getattr(f, "__globals__", {})
+        while codes:
+            c = codes.pop()
+            codes += [k for k in c.co_consts if inspect.iscode(k)]  # nested functions, lambdas, comprehensions
+            for k, v in ((k, scope[k]) for k in c.co_names if k in scope):
+                if (inspect.isfunction(v) or inspect.isclass(v)) and v.__module__.startswith("medsft"): todo.append(v)
+                elif not (inspect.ismodule(v) or callable(v)): out.setdefault(f"{f.__module__}.{k}", repr(v))
+    return out
+
+def tokenizer_fingerprint(tokenizer)->str: # 12 hex digits
+    "A hash of what a tokenizer's output depends on: vocabulary, merges, special tokens and chat template."
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocab = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())
+    return run_key(vocab, tokenizer.all_special_tokens, tokenizer.chat_template, tokenizer.padding_side)
+
+# %% ../nbs/00_data.ipynb #7255ec07
+def _example_problem(ex)->str|None:
+    "Why a cached example is not one `tokenize_rows` writes, or None."
+    ids, labels = ex.get("input_ids"), ex.get("labels")
+    if not (isinstance(ids, list) and isinstance(labels, list) and len(ids) == len(labels) == len(ex.get(
+            "attention_mask") or [])): return "input_ids, attention_mask and labels differ in length"
+    if any(l != -100 and l != t for l, t in zip(labels, ids)): return "a label is neither -100 nor its token"
+    if all(l == -100 for l in labels): return "no supervised token"
+
+def tokenize_cached(rows:list, # rows for `tokenize_rows`
+                    tokenizer, # the model's tokenizer (with its chat template)
+                    cache:bool=True, # read and write the cache; False: tokenize every time
+                    **kwargs, # `tokenize_rows` options: `max_length`, `truncation`, `system`, `empty_think`, `turns`
+                   )->tuple: # (examples, `DataReport`), as `tokenize_rows` returns them
+    "`tokenize_rows`, cached under `cache_dir()/examples`, in a file named by a hash of all it depends on."
+    if not cache: return tokenize_rows(rows, tokenizer, **kwargs)
+    key = run_key(run_key(rows), tokenizer_fingerprint(tokenizer), sorted(kwargs.items()),
+                  sorted(code_sources(tokenize_rows).items()))
+    path = cache_dir()/"examples"/f"{key}.jsonl"
+    if path.exists():
+        why = cache_problem(path)
+        if why is None:
+            head, *examples = read_jsonl(path)
+            why = next((f"example {i}: {p}" for i, ex in enumerate(examples) if (p := _example_problem(ex))), None)
+            if why is None:
+                report = head["report"] | {"dropped": {int(k): v for k, v in head["report"]["dropped"].items()}}
+                return examples, DataReport(**report)
+        warnings.warn(f"{path}: damaged cache ({why}); tokenizing again")
+    examples, report = tokenize_rows(rows, tokenizer, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_cache([{"report": asdict(report)}] + examples, path)
+    return examples, report
+
 # %% ../nbs/00_data.ipynb #3f4a1ae2
 def token_lengths(rows:list[dict], # normalised rows or conversations (think/answer: all turns together)
                   tokenizer, # a tokenizer with a chat template
@@ -675,7 +733,7 @@ def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", l
 
 # %% ../nbs/00_data.ipynb #0f9bdd7d
 @command(short=dict(output_dir="-o"), aliases=dict(output_dir=["--out-dir"]))
-def medsft_data(source:str=DEFAULT_DATASET, # file/folder (jsonl/json/csv/parquet), ModelScope id, `sample` or `sample-conversations`
+def medsft_data(source:str=DEFAULT_DATASET, # file/folder (.jsonl/.json/.csv/.parquet), ModelScope id, `sample(-conversations)`
                 output_dir:str=".", # folder for train/val files, formats, split index and report.json
                 val_frac:float=0.1, # validation share (reference: 0.1; first int(0.9*n) shuffled rows train)
                 seed:int=42, # random.seed for the shuffle (reference: 42)

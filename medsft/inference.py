@@ -41,7 +41,7 @@ def checkpoint_state(checkpoint, # a model folder (or `TINY`, a ModelScope id: r
 class Predictor:
     "A model and tokenizer loaded once and kept resident, for single, batched and streamed generation."
     def __init__(self,
-                 checkpoint=DEFAULT_CHECKPOINT, # `TINY`, a model/`checkpoint-N`/adapter folder, a ModelScope id, or `(model, tokenizer)`
+                 checkpoint=DEFAULT_CHECKPOINT, # `TINY`, model/`checkpoint-N`/adapter folder, ModelScope id, `(model, tokenizer)`
                  device=None, # None: `medsft.model.pick_device`'s choice; 'cpu', 'cuda', 'cuda:N'
                  dtype=None, # None: picked with the device; 'bf16', 'fp16', 'fp32' or a torch.dtype
                  base=None, # adapters: base model instead of the one in `adapter_config.json`

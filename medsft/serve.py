@@ -447,7 +447,7 @@ def model_folders(checkpoints:list, # `FOLDER` or `NAME=FOLDER` each; `TINY` is 
 
 # %% ../nbs/04d_serve.ipynb #7a9ded8a
 @command(short=dict(checkpoint="-c"))
-def medsft_serve(checkpoint:list=None, # model/merged/adapter folder or tiny-qwen3, or NAME=FOLDER; repeat -c to serve several (the first is the default)
+def medsft_serve(checkpoint:list=None, # model/merged/adapter folder, tiny-qwen3 or NAME=FOLDER; -c again: several (first: default)
                  host:str="127.0.0.1", # address to bind (0.0.0.0: every interface; set --api-key then)
                  port:int=8000, # TCP port
                  api_key:str=None, # demand Authorization: Bearer KEY (default: $MEDSFT_API_KEY; unset: open)

@@ -208,3 +208,13 @@ def test_rows_compared_as_users_write_them():
     kept, rep = validate_rows(rows, policies=dict(duplicate="drop", repeated_question="drop"))
     assert [r["question"] for r in kept] == ["发烧怎么办？", "血压１４０"], kept  # the originals, unchanged
     assert row_key(rows[2], normalize=True) == row_key(rows[3], normalize=True) != row_key(rows[2])
+
+
+def test_tokenization_cache_key_is_stable_across_processes():
+    "The cache key of `tokenize_cached` must not change between runs (a key with object ids would never hit)."
+    import medsft.data as d
+    from medsft.files import run_key
+    here = run_key(sorted(d.code_sources(d.tokenize_rows).items()))
+    code = "import medsft.data as d; from medsft.files import run_key; print(run_key(sorted(d.code_sources(d.tokenize_rows).items())))"
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.strip()
+    eq(there, here)
