@@ -6,7 +6,7 @@
 __all__ = ['Flag', 'flags_of', 'mapping', 'build_parser', 'read_config', 'parse_command', 'utf8_stdio', 'command']
 
 # %% ../nbs/00a_cli.ipynb #919acc8b
-import argparse, dataclasses, difflib, enum, inspect, json, os, sys, textwrap, types, typing, yaml
+import argparse, dataclasses, difflib, enum, inspect, json, os, re, sys, textwrap, types, typing, yaml
 from functools import wraps
 from pathlib import Path
 from fastcore.docments import docments
@@ -136,15 +136,52 @@ def build_parser(spec, # a function with docments, or a config dataclass
         if hidden: g.add_argument(*hidden, help=argparse.SUPPRESS, **{**kw, "required": False})
     return p
 
+# %% ../nbs/00a_cli.ipynb #c1f0a7e2
+class _Twice(ValueError):
+    "A key given twice in one mapping of a run file; the message names the key and both lines."
+    def __init__(self, key, lines): super().__init__(f"key {key!r} is given twice (lines {lines[0]} and "
+                                                     f"{lines[-1]}); keep one")
+
+class _StrictLoader(yaml.SafeLoader):
+    "YAML's safe loader, refusing a key given twice in one mapping (PyYAML silently keeps the last)."
+
+def _mapping_once(loader, node, deep=False):
+    seen = {}
+    for k, _ in node.value:
+        if k.tag == "tag:yaml.org,2002:merge": continue  # `<<: *defaults` may be overridden: YAML's rule
+        key, line = loader.construct_object(k, deep=True), k.start_mark.line + 1
+        if isinstance(key, typing.Hashable) and key in seen: raise _Twice(key, [seen[key], line])
+        if isinstance(key, typing.Hashable): seen[key] = line
+    return loader.construct_mapping(node, deep)
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_once)
+
+def _json_once(text:str):
+    "`json.loads`, refusing a key given twice in one object (its lines found in `text`)."
+    def pairs(kv):
+        keys = [k for k, _ in kv]
+        if dup := [k for i, k in enumerate(keys) if k in keys[:i]]:
+            key = re.compile(re.escape(json.dumps(dup[0], ensure_ascii=False)) + r"\s*:")
+            raise _Twice(dup[0], [n for n, l in enumerate(text.splitlines(), 1) if key.search(l)] or ["?"])
+        return dict(kv)
+    return json.loads(text, object_pairs_hook=pairs)
+
+
 # %% ../nbs/00a_cli.ipynb #3bdfbe71
 def read_config(path, # a `.yaml`/`.yml` or `.json` file holding one mapping
                 spec=None, # if given, keys must be its fields (`ValueError` naming the file and the key)
                )->dict:
-    "The settings of a run file; `ValueError` for an unknown key, with the closest field name."
+    ("The settings of a run file; `ValueError` for an unknown key (with the closest field name), a key given "
+     "twice (both lines) or a byte that is not UTF-8 (its line).")
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such config file")
-    text = path.read_text(encoding="utf-8")
-    try: data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    raw = path.read_bytes()
+    try: text = raw.decode("utf-8-sig")  # a byte-order mark (Notepad's UTF-8) is never part of a key
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line} is not UTF-8 (byte {raw[e.start]:#x}); "
+                         "save the file as UTF-8") from None
+    try: data = yaml.load(text, _StrictLoader) if path.suffix in (".yaml", ".yml") else _json_once(text)
+    except _Twice as e: raise ValueError(f"{path}: {e}") from None
     except Exception as e:
         raise ValueError(f"{path}: not valid {path.suffix[1:]} ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict): raise ValueError(f"{path}: expected a mapping of field names to values")

@@ -400,6 +400,11 @@ def load_split(source, # anything `load_rows` reads
     parts = zip(("train", "val"), split_indices(len(rows), val_frac, seed))
     rep.split = {k: [i for i in idx if i in by_idx] for k, idx in parts}
     rep.extra |= {f"n_{k}": len(v) for k, v in rep.split.items()}
+    if empty := [k for k, v in rep.split.items() if not v and (k == "train" or val_frac > 0)]:
+        where = source if isinstance(source, (str, Path)) else f"{len(rows)} rows"
+        fix = "lower --val-frac" if empty[0] == "train" else "raise --val-frac (0: no validation rows)"
+        warnings.warn(f"{where}: the {empty[0]} side of the split is empty ({len(kept)} usable rows, "
+                      f"val_frac={val_frac}): add rows or {fix}")
     return [by_idx[i] for i in rep.split["train"]], [by_idx[i] for i in rep.split["val"]], rep
 
 # %% ../nbs/00_data.ipynb #d331a0e2

@@ -5,6 +5,7 @@ import configparser, importlib, io, json, os, subprocess, sys
 from pathlib import Path
 import pytest
 from medsft.cli import _convert, flags_of, mapping
+from conftest import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -106,3 +107,25 @@ def test_readme_flags_exist_and_are_current(root):
     for f in sorted(flags):
         assert f in every, f'README shows {f}, which no command accepts'
         assert 'deprecated' not in (every[f].help or '').lower(), f'README recommends a deprecated flag: {f}'
+
+
+def test_run_file_read_strictly(tmp_path):
+    "Issue 22 §2: a key given twice names both lines; a non-UTF-8 byte names its line and the fix; a BOM is dropped."
+    from medsft.cli import read_config
+    from medsft.train_full import medsft_train
+    spec = medsft_train.spec
+    (tmp_path/'twice.yaml').write_text('learning_rate: 1e-4\nseed: 1\nlearning_rate: 5\n', encoding='utf-8')
+    with pytest.raises(ValueError, match=r"twice.yaml: key 'learning_rate' is given twice \(lines 1 and 3\)"):
+        read_config(tmp_path/'twice.yaml', spec)
+    (tmp_path/'twice.json').write_text('{"learning_rate": 1e-4,\n"seed": 1,\n\n"learning_rate": 5}', encoding='utf-8')
+    with pytest.raises(ValueError, match=r"twice.json: key 'learning_rate' is given twice \(lines 1 and 4\)"):
+        read_config(tmp_path/'twice.json', spec)
+    (tmp_path/'gbk.yaml').write_bytes('seed: 1\nsystem: 你是医生\n'.encode('gbk'))
+    with pytest.raises(ValueError, match=r'gbk.yaml: line 2 is not UTF-8 \(byte 0xc4\); save the file as UTF-8'):
+        read_config(tmp_path/'gbk.yaml', spec)
+    for name, text in (('bom.yaml', 'seed: 7\nsystem: 你是医生\n'), ('bom.json', '{"seed": 7, "system": "你是医生"}')):
+        (tmp_path/name).write_text('\ufeff' + text, encoding='utf-8')
+        assert read_config(tmp_path/name, spec) == dict(seed=7, system='你是医生')
+    # through the command: the one-line, exit-2 error path
+    r = cli(medsft_train, '--config', tmp_path/'twice.yaml')
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'lines 1 and 3' in r.stderr, r.stderr

@@ -137,6 +137,23 @@ def test_tiny_datasets_split_like_reference(tmp_path, n):
     eq(sorted(r["question"] for r in train + val), [r["question"] for r in rows])
 
 
+
+def test_empty_split_side_is_warned(tmp_path):
+    "Issue 22 §4: `medsft_data --val-frac 0.5` leaving train or val empty says which side, and what to change."
+    import warnings
+    rows = [{"question": f"Q{i}", "think": "R", "answer": "A"} for i in range(2)]
+    one = write_jsonl(rows[:1], tmp_path/"one.jsonl")  # 1 row at 0.5: int(0.5) = 0 train rows
+    with pytest.warns(UserWarning, match=r"one.jsonl: the train side of the split is empty .* lower --val-frac"):
+        eq(cli(medsft_data, "--source", one, "-o", tmp_path/"a", "--val-frac", "0.5").returncode, 0)
+    two = write_jsonl([{**rows[0], "answer": ""}, rows[1]], tmp_path/"two.jsonl")  # row 0 is val, and dropped
+    with pytest.warns(UserWarning, match=r"two.jsonl: the val side of the split is empty .* raise --val-frac"):
+        eq(cli(medsft_data, "--source", two, "-o", tmp_path/"b", "--val-frac", "0.5").returncode, 0)
+    eq(read_jsonl(tmp_path/"b"/"val.jsonl"), [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # both sides hold a row: no warning
+        eq(cli(medsft_data, "--source", write_jsonl(rows, tmp_path/"ok.jsonl"), "-o", tmp_path/"c",
+               "--val-frac", "0.5").returncode, 0)
+
 def test_chat_and_parquet_sources(tmp_path):
     "A ShareGPT/OpenAI chat file and a parquet with list and null columns go through to train/val files."
     pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")

@@ -243,6 +243,18 @@ def test_bad_rows_fail_before_the_model_loads(tmp_path):
         one_line_error(p, *needles)
 
 
+
+def test_bad_settings_refused_before_load_or_write(tmp_path, monkeypatch):
+    "Issue 22 §4: `-f q.jsonl --skip-bad-rows -m 0 -o out.jsonl` exits 2 before any model loads or out.jsonl exists."
+    q = write_jsonl([{"question": QUESTION}], tmp_path / "q.jsonl")
+    def no_load(*a, **k): raise AssertionError("a model was loaded")
+    monkeypatch.setattr(inference, "get_predictor", no_load)
+    for bad in (["-m", "0"], ["--temperature", "-1"], ["--batch-size", "0"]):
+        p = cli(medsft_predict, "-f", q, "--skip-bad-rows", *bad, "-o", tmp_path / "out.jsonl", "-c", TINY)
+        eq(p.returncode, 2)
+        assert p.stderr.count("\n") == 1 and "AssertionError" not in p.stderr, p.stderr
+        assert not (tmp_path / "out.jsonl").exists(), bad
+
 def test_skip_bad_rows_answers_the_good_ones(tmp_path):
     "--skip-bad-rows: the good row is answered, the bad ones are listed with their lines."
     f = write_jsonl(EVAL_ROWS, tmp_path / "f.jsonl")

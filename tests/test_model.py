@@ -1,11 +1,13 @@
 "Round trips of medsft.model that would clutter the docs: the download CLI, offline failure, loading a tiny folder from disk alone."
 import json, os, subprocess, sys
 
+import pytest
+
 from fastcore.test import test_eq as eq
 
 from conftest import cli
 from medsft.commands import medsft_download
-from medsft.model import IM_END_ID, PAD_ID, tiny_qwen3
+from medsft.model import IM_END_ID, PAD_ID, embedded_tokenizer_dir, tiny_qwen3
 
 OFFLINE = {"MODELSCOPE_DOMAIN": "http://127.0.0.1:9"}  # a closed port: never starts a real download, even with network
 
@@ -54,3 +56,18 @@ print(json.dumps(dict(ids=t("高血压如何饮食？")["input_ids"], eos=m.gene
     assert 1 <= res["new"] <= 3
     eq(sorted(p.name for p in folder.iterdir()), ["chat_template.jinja", "config.json", "generation_config.json",
                                                  "model.safetensors", "tokenizer.json", "tokenizer_config.json"])
+
+
+@pytest.mark.slow  # builds the embedded tokenizer twice in a cache of its own (seconds each)
+def test_damaged_embedded_tokenizer_cache_is_rebuilt(tmp_path, monkeypatch):
+    "Issue 22 §4: a truncated tokenizer.json in the cached embedded tokenizer: a warning naming the folder, a rebuild."
+    from transformers import AutoTokenizer
+    monkeypatch.setenv("MEDSFT_CACHE", str(tmp_path))
+    folder = embedded_tokenizer_dir()
+    want = AutoTokenizer.from_pretrained(folder)("高血压如何饮食？")["input_ids"]
+    text = (folder / "tokenizer.json").read_text(encoding="utf-8")
+    (folder / "tokenizer.json").write_text(text[:len(text) // 2], encoding="utf-8")
+    with pytest.warns(UserWarning, match=f"{folder}: damaged cache folder"):
+        eq(embedded_tokenizer_dir(), folder)
+    eq((folder / "tokenizer.json").read_text(encoding="utf-8"), text)
+    eq(AutoTokenizer.from_pretrained(folder)("高血压如何饮食？")["input_ids"], want)

@@ -145,6 +145,21 @@ def test_cli_user_errors(tmp_path):
     with pytest.raises(DataError, match="q.jsonl:1: no field 'answer'"): read_choices(tmp_path / "q.jsonl")
 
 
+
+def test_options_are_the_contiguous_non_empty_letters(tmp_path):
+    "Issue 22 §2: a BOM never makes CMMLU's index column an option; an empty trailing cell is no option; a gap fails."
+    (tmp_path / "bom.csv").write_text(",Question,A,B,C,D,E,Answer\n0,问一,甲,乙,丙,丁,戊,E\n1,问二,甲,乙,丙,丁,,B\n",
+                                      encoding="utf-8-sig")
+    rows = read_choices(tmp_path / "bom.csv")
+    eq([r["options"] for r in rows], [dict(zip("ABCDE", "甲乙丙丁戊")), dict(zip("ABCD", "甲乙丙丁"))])
+    eq([r["question"] for r in rows], ["问一", "问二"])
+    (tmp_path / "gap.csv").write_text(",Question,A,B,C,D,Answer\n0,问,甲,乙,丙,丁,A\n1,问,甲,,丙,丁,A\n",
+                                      encoding="utf-8")
+    with pytest.raises(DataError, match=r"gap.csv:3: options must be lettered A, B, C, ... without a gap; got A, C, D"):
+        read_choices(tmp_path / "gap.csv")
+    (tmp_path / "gap.jsonl").write_text('{"question": "问", "A": "甲", "C": "丙", "answer": "A"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="gap.jsonl:1: options must be lettered"): read_choices(tmp_path / "gap.jsonl")
+
 def test_resume_skips_done_questions_but_not_after_retraining(tmp_path):
     "Records of an interrupted run are reused by the rerun; after the folder is rewritten, nothing is reused."
     bench = tmp_path / "bench"
