@@ -18,13 +18,12 @@ from transformers.trainer_utils import SaveStrategy
 
 from . import speed, train_full
 from .data import load_rows, split_rows, to_messages, validate_rows
-from .model import TINY_SIZES, load_tokenizer, tiny_qwen3, unwrap_peft
+from .model import TINY_SIZES, cpu_info, load_tokenizer, pick_device, tiny_qwen3, unwrap_peft
 
 # %% ../nbs/02b_bench.ipynb #65f7964c
 def _setup(cfg, work:Path)->dict: # `cfg`: a `medsft.commands.BenchConfig`
     "Device, compute dtype, tokenizer, model folder and examples of a benchmark."
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    autocast = speed.autocast_dtype(device, cfg.dtype)
+    device, _, autocast, _ = pick_device(cfg.device, cfg.dtype, training=True)  # as `medsft_train` decides
     if cfg.model: folder = Path(cfg.model)
     elif cfg.model_config:
         torch.manual_seed(cfg.seed)
@@ -105,6 +104,7 @@ def _args(cfg, out, device, autocast, batch, accum, checkpointing, cls=TrainingA
     return cls(output_dir=str(out), per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
                max_steps=cfg.steps, learning_rate=cfg.learning_rate, logging_steps=1, save_strategy="no",
                report_to="none", seed=cfg.seed, use_cpu=device == "cpu", bf16=autocast == "bf16",
+               fp16=autocast == "fp16",
                activation_checkpointing=checkpointing,
                activation_checkpointing_kwargs={"use_reentrant": False},
                disable_tqdm=True, **kw)
@@ -199,7 +199,7 @@ def run_bench(cfg, # the settings: a `medsft.commands.BenchConfig`
         names = [n for n in names if n != "trl"]
     with tempfile.TemporaryDirectory() as tmpdir:
         s = _setup(cfg, work := Path(tmpdir))
-        dtype = torch.bfloat16 if s["autocast"] else torch.float32
+        dtype = dict(bf16=torch.bfloat16, fp16=torch.float16).get(s["autocast"], torch.float32)
         peak = matmul_peak(s["device"], dtype)
         reps = [{n: bench_one(n, cfg, s, work) for n in names} for _ in range(cfg.repeats)]
         peak = max(peak, matmul_peak(s["device"], dtype))
@@ -209,7 +209,7 @@ def run_bench(cfg, # the settings: a `medsft.commands.BenchConfig`
                   for k in ("tokens_per_s", "supervised_per_s", "padding_share", "flops_per_s", "utilisation",
                             "peak_memory_mb", "heldout_loss")} for n in names}
     dev = (torch.cuda.get_device_name(s["device"]) if s["device"].startswith("cuda")
-           else speed._cpuinfo("model name") or platform.processor())  # lscpu's CPU name where there is one
+           else cpu_info("model name") or platform.processor())  # lscpu's CPU name where there is one
     return dict(config=asdict(cfg),
                 machine=dict(device=dev, threads=torch.get_num_threads(), torch=torch.__version__),
                 data=dict(source=s["source"], train_rows=len(s["train"]), heldout_rows=len(s["val"])),

@@ -122,7 +122,7 @@ class BenchConfig:
     head_dim:int=32 # tiny model: head size
     tie_word_embeddings:bool=True # tiny model: output layer shares the embedding matrix
     device:str=None # "cpu", "cuda"; None: cuda when available
-    dtype:str=None # "bf16" or "fp32" compute (weights stay fp32); None: bf16 autocast where native
+    dtype:str=None # "bf16", "fp16" or "fp32" compute (weights stay fp32); None: as medsft_train
     threads:int=None # torch threads (CPU); None: leave as is
     output:str=None # also write the JSON result here
     json:bool=False # print the whole result as JSON instead of the table

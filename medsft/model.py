@@ -4,17 +4,18 @@
 
 # %% auto #0
 __all__ = ['IM_START_ID', 'IM_END_ID', 'PAD_ID', 'THINK_START_ID', 'THINK_END_ID', 'TINY', 'DEFAULT_BASE', 'COMPLETE_FILE',
-           'RUN_CONFIG', 'QWEN3_ADDED_TOKENS', 'QWEN3_GENERATION', 'TINY_SIZES', 'decide_device', 'pick_device',
-           'mark_complete', 'is_complete', 'in_training_run', 'check_complete', 'embedded_tokenizer_dir',
-           'embedded_tokenizer', 'finish_folder', 'save_model_folder', 'qwen3_config', 'tiny_qwen3',
-           'default_local_dir', 'download_model', 'load_tokenizer', 'peft_quiet', 'load_model_and_tokenizer',
-           'eval_mode', 'unwrap_peft']
+           'RUN_CONFIG', 'QWEN3_ADDED_TOKENS', 'QWEN3_GENERATION', 'TINY_SIZES', 'cpu_info', 'Precision',
+           'decide_precision', 'pick_device', 'mark_complete', 'is_complete', 'in_training_run', 'check_complete',
+           'embedded_tokenizer_dir', 'embedded_tokenizer', 'finish_folder', 'save_model_folder', 'qwen3_config',
+           'tiny_qwen3', 'default_local_dir', 'download_model', 'load_tokenizer', 'peft_quiet',
+           'load_model_and_tokenizer', 'eval_mode', 'unwrap_peft']
 
 # %% ../nbs/01_model.ipynb #2af4fa7d
 import contextlib, hashlib, json, os, re, shutil, tempfile, warnings
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import transformers
@@ -52,13 +53,29 @@ def _arch_supported(capability, arch_list)->bool:
     return any(m and int(m[2]) <= 10 * major + minor and (m[1] == "compute" or int(m[2]) // 10 == major)
                for m in archs)
 
-def decide_device(cuda_available:bool, # `torch.cuda.is_available()`
-                  capability:tuple=None, # `torch.cuda.get_device_capability()`, e.g. (8, 0)
-                  arch_list:list=(), # `torch.cuda.get_arch_list()`, e.g. ['sm_80', 'sm_90']
-                  bf16_supported:bool=False, # `torch.cuda.is_bf16_supported()`
-                  prefer:str=None, # None (best available), 'cpu', 'cuda' or 'cuda:N'
-                  dtype=None, # None/'auto' (policy above), 'bf16', 'fp16', 'fp32' or a torch.dtype
-                 )->tuple: # (device, dtype, reason); ValueError for an impossible request
+def cpu_info(key:str)->str|None: # e.g. "flags", "model name"
+    "The first `key` line's value in /proc/cpuinfo; None where there is none (macOS, Windows)."
+    try: lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError: return None
+    return next((l.split(":", 1)[1].strip() for l in lines if l.startswith(key)), None)
+
+class Precision(NamedTuple):
+    "Where a model runs and in what, decided once (`decide_precision`) and carried: loading, `Trainer`, bench."
+    device:str # "cpu", "cuda" or "cuda:N"
+    dtype:torch.dtype # the weights' dtype (training: fp32 master weights unless `pure_bf16`)
+    autocast:str # training's matmuls: "bf16", "fp16" (loss scaling) or None (fp32); None when not training
+    reason:str # why, in words
+
+def decide_precision(cuda_available:bool, # `torch.cuda.is_available()`
+                     capability:tuple=None, # `torch.cuda.get_device_capability()`, e.g. (8, 0)
+                     arch_list:list=(), # `torch.cuda.get_arch_list()`, e.g. ['sm_80', 'sm_90']
+                     bf16_supported:bool=False, # `torch.cuda.is_bf16_supported()`
+                     prefer:str=None, # None (best available), 'cpu', 'cuda' or 'cuda:N'
+                     dtype=None, # None/'auto' (policy above), 'bf16', 'fp16', 'fp32' or a torch.dtype
+                     training:bool=False, # fp32 master weights + an autocast mode (above)
+                     pure_bf16:bool=False, # training: bf16 weights and AdamW state (only when asked)
+                     cpu_bf16:bool=False, # the CPU has bf16 units (AVX512-BF16, AMX): `reason` says so
+                    )->Precision: # ValueError for an impossible request
     "The device/precision policy, as a pure function of what the hardware reports."
     want = _as_dtype(dtype)
     if prefer not in (None, "cpu") and not str(prefer).startswith("cuda"):
@@ -76,28 +93,44 @@ def decide_device(cuda_available:bool, # `torch.cuda.is_available()`
     else: device, reason = prefer or "cuda", "CUDA GPU sm_%d%d" % tuple(capability)
     if device == "cpu":
         dt = want or torch.float32
-        if dt == torch.float16:
-            warnings.warn("fp16 weights on CPU are slow and overflow in Qwen3; prefer fp32")
-        return device, dt, f"{reason}; {str(dt)[6:]}"
-    if want == torch.bfloat16 and not bf16_supported:
-        raise ValueError("dtype bf16 requested but this GPU has no bf16")
-    if want == torch.float16:
-        warnings.warn("fp16 weights: Qwen3 activations can overflow (NaN or zero loss); "
-                      "use them for inference only")
-    if want is not None: return device, want, f"{reason}; {str(want)[6:]} as requested"
-    if bf16_supported: return device, torch.bfloat16, f"{reason}; bfloat16 (supported)"
-    return device, torch.float32, (f"{reason}; float32 weights (no bf16 on this GPU; "
-                                   "train with fp16 autocast + loss scaling)")
+        if dt == torch.float16 and training:
+            raise ValueError("fp16 training on CPU is not supported: use dtype fp32 or bf16")
+        if dt == torch.float16: warnings.warn("fp16 weights on CPU are slow and overflow in Qwen3; prefer fp32")
+        hint = "; this CPU has bf16 units: dtype bf16 computes faster" if cpu_bf16 and want is None else ""
+        reason += f"; {str(dt)[6:]}{hint}"
+    else:
+        if want == torch.bfloat16 and not bf16_supported:
+            raise ValueError("dtype bf16 requested but this GPU has no bf16")
+        if want == torch.float16 and not training:
+            warnings.warn("fp16 weights: Qwen3 activations can overflow (NaN or zero loss); "
+                          "use them for inference only")
+        dt = want or (torch.bfloat16 if bf16_supported else torch.float32)
+        reason += "; " + (f"{str(want)[6:]} as requested" if want else "bfloat16 (supported)" if bf16_supported
+                          else "float32 weights (no bf16 on this GPU; training: fp16 autocast + loss scaling)")
+    if not training: return Precision(device, dt, None, reason)
+    if pure_bf16 and dt != torch.bfloat16:
+        raise ValueError(f"pure_bf16 needs dtype bf16 (got {str(dt)[6:]} on {device})")
+    if pure_bf16:
+        warnings.warn("pure_bf16: weights and AdamW state in bf16 (half the memory of fp32 master weights); "
+                      "updates smaller than ~1/256 of a weight are lost, so small learning rates leave "
+                      "weights such as RMSNorm's unchanged", stacklevel=2)
+    half = dt == torch.float16 or (device != "cpu" and want is None)  # fp16 asked, or a GPU without bf16
+    autocast = "bf16" if dt == torch.bfloat16 else "fp16" if half else None
+    return Precision(device, torch.bfloat16 if pure_bf16 else torch.float32, autocast, reason)
+
 
 # %% ../nbs/01_model.ipynb #9c7c76ed
 def pick_device(prefer:str=None, # None (best available), 'cpu', 'cuda' or 'cuda:N'
                 dtype=None, # None/'auto' (bf16 on a bf16 GPU, else fp32), 'bf16'/'fp16'/'fp32' or torch.dtype
-               )->tuple: # (device, dtype, reason): e.g. ('cpu', torch.float32, 'no CUDA device; float32')
-    "Choose the device and weight dtype for this machine, and say why."
-    cuda = torch.cuda.is_available()
-    return decide_device(cuda, torch.cuda.get_device_capability() if cuda else None,
-                         torch.cuda.get_arch_list() if cuda else (), cuda and torch.cuda.is_bf16_supported(),
-                         prefer, dtype)
+                training:bool=False, # fp32 master weights + autocast (`decide_precision`)
+                pure_bf16:bool=False, # training: bf16 weights (only when asked)
+               )->Precision: # e.g. ('cpu', torch.float32, None, 'no CUDA device; float32')
+    "Choose the device and precision for this machine (`decide_precision` on what it reports), and say why."
+    cuda, flags = torch.cuda.is_available(), set((cpu_info("flags") or "").split())
+    return decide_precision(cuda, torch.cuda.get_device_capability() if cuda else None,
+                            torch.cuda.get_arch_list() if cuda else (), cuda and torch.cuda.is_bf16_supported(),
+                            prefer, dtype, training, pure_bf16, bool(flags & {"avx512_bf16", "amx_bf16"}))
+
 
 # %% ../nbs/01_model.ipynb #4a0daa4d
 COMPLETE_FILE = "medsft_complete.json"  # written last into every folder a training run finishes
@@ -357,7 +390,7 @@ def load_model_and_tokenizer(path_or_id, # `TINY`, a model/checkpoint/adapter fo
                             )->tuple: # (model, tokenizer); FileNotFoundError/ValueError: bad/incomplete dir
     "Load a Qwen3 causal LM (a `PeftModel` for an adapter folder) and its tokenizer, on `device` in `dtype`."
     folder = check_complete(_resolve(path_or_id))
-    device, dtype, _ = pick_device(device, dtype)
+    device, dtype = pick_device(device, dtype)[:2]
     model_dir = folder  # the full weights: `folder`, or an adapter's base model
     if adapter := (folder / "adapter_config.json").exists():
         from peft import PeftModel

@@ -10,6 +10,7 @@ from medsft import speed
 from medsft.commands import medsft_bench
 from medsft.data import sample_rows, tokenize_rows
 from medsft.model import load_tokenizer, peft_quiet, tiny_qwen3
+from medsft.trainer import SFTTrainer
 
 SHORT = ["--steps", "1", "--batch", "2", "--max-length", "256", "--data", "sample", "--hidden-size", "32",
          "--intermediate-size", "64", "--head_dim", "8", "--heldout-rows", "2"]
@@ -61,7 +62,7 @@ def tiny(tmp_path_factory):
 
 def _trainers(model, tok, tmp_path, accum=1):
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", gradient_accumulation_steps=accum)
-    return Trainer(model=model, args=args, processing_class=tok), speed.SFTTrainer(model=model, args=args, processing_class=tok)
+    return Trainer(model=model, args=args, processing_class=tok), SFTTrainer(model=model, args=args, processing_class=tok)
 
 
 def test_sft_trainer_loss_equals_plain_under_accumulation(tiny, tmp_path):

@@ -259,3 +259,21 @@ def test_folders_are_inference_ready(trained):
             eq((c["use_cache"], c["architectures"]), (True, ["Qwen3ForCausalLM"]))
     res = load_plain(folders)
     for x in res: eq((x["new"] > 0, x["use_cache"], x["eos"]), (True, True, [IM_END_ID, 151643]))
+
+
+def test_fp16_nonfinite_loss_stops_the_run(tmp_path):
+    "Under fp16 autocast a NaN loss stops `train()` at the first logged step, with one message naming fp16 and the fixes."
+    import io
+    from medsft.train_full import TrainConfig, build_datasets, build_trainer, prepare_model
+    from medsft.trainer import LossGuard
+    m, t = load_model_and_tokenizer(TINY, device="cpu")
+    c = TrainConfig(model=TINY, output_dir=str(tmp_path), train_file="sample", val_file="", max_train_rows=4, max_length=256,
+                    max_steps=3, logging_steps=1, save_strategy="no", progress=False, swanlab_mode="disabled")
+    with contextlib.redirect_stdout(io.StringIO()):
+        tr = build_trainer(c, prepare_model(m, c), t, build_datasets(c, t)[0], callbacks=[LossGuard()])
+    tr.args.fp16 = True  # what a GPU without bf16 trains under (this CPU cannot run fp16 autocast)
+    tr.compute_loss = lambda model, inputs, *a, **kw: model(**inputs).loss * float("nan")  # the overflow
+    with pytest.raises(ValueError) as e: tr.train()
+    msg = str(e.value)
+    assert "at step 1 under fp16 autocast" in msg and "dtype bf16" in msg and "dtype fp32" in msg and "learning_rate" in msg, msg
+    eq(tr.state.global_step, 1)
