@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TrainConfig', 'run_config', 'write_run_config', 'check_output_dir', 'build_datasets', 'swanlab_mode', 'start_swanlab',
            'prepare_model', 'build_trainer', 'predict_rows', 'plot_losses', 'run_sft', 'train_full', 'summarize_scores',
-           'format_scores', 'reference_example', 'medsft_train']
+           'format_scores', 'medsft_train']
 
 # %% ../nbs/02_train_full.ipynb #93a4aa84
 import collections, contextlib, functools, importlib.util, io, json, os, shutil, statistics, sys, time
@@ -445,22 +445,6 @@ def format_scores(model, # a causal LM
     tokenized = rows and "input_ids" in rows[0]
     ex = rows if tokenized else tokenize_rows(rows, tokenizer, max_length, truncation, system=system)[0]
     return summarize_scores(score_examples(model, ex, batch_size))
-
-# %% ../nbs/02_train_full.ipynb #26d38fe6
-def reference_example(row:dict, # a row with question/think/answer
-                      tokenizer, # the Qwen3 tokenizer
-                      max_length:int=2048, # the reference's MAX_LENGTH
-                      system:str=DEFAULT_SYSTEM_PROMPT, # the reference's instruction
-                     )->dict: # input_ids, attention_mask, labels
-    "NEGATIVE EXAMPLE, for comparison only: a training example built the way the reference `train.py` does."
-    prompt = tokenizer(f"<|im_start|>system\n{system}<|im_end|>\n"
-                       f"<|im_start|>user\n{row['question']}<|im_end|>\n"
-                       f"<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
-    answer = tokenizer(f"<think>{row['think']}</think> \n {row['answer']}",
-                       add_special_tokens=False)["input_ids"]
-    ids = (prompt + answer + [tokenizer.pad_token_id])[:max_length]  # pad token as "terminator"
-    labels = ([-100] * len(prompt) + answer + [tokenizer.pad_token_id])[:max_length]  # cut from the right
-    return dict(input_ids=ids, attention_mask=[1] * len(ids), labels=labels)
 
 # %% ../nbs/02_train_full.ipynb #35ce192c
 @command(spec=TrainConfig)
