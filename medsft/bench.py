@@ -16,8 +16,8 @@ from transformers import (AutoConfig, AutoModelForCausalLM, DataCollatorForSeq2S
                           TrainingArguments)
 from transformers.trainer_utils import SaveStrategy
 
-from . import speed, train_full
-from .data import load_rows, split_rows, to_messages, validate_rows
+from . import train_full
+from .data import load_rows, split_rows, to_messages, tokenize_cached, validate_rows
 from .model import TINY_SIZES, cpu_info, load_tokenizer, pick_device, tiny_qwen3, unwrap_peft
 
 # %% ../nbs/02b_bench.ipynb #65f7964c
@@ -35,7 +35,7 @@ def _setup(cfg, work:Path)->dict: # `cfg`: a `medsft.commands.BenchConfig`
     src = cfg.data or "sample"
     rows, _ = validate_rows(load_rows(src))
     train_rows, val_rows = split_rows(rows)
-    ex = lambda rs: speed.tokenize_cached(rs, tok, max_length=cfg.max_length)[0]
+    ex = lambda rs: tokenize_cached(rs, tok, max_length=cfg.max_length)[0]
     return dict(device=device, autocast=autocast, folder=folder, tokenizer=tok, source=str(src),
                 train_rows=train_rows, train=ex(train_rows), val=ex(val_rows)[:cfg.heldout_rows])
 

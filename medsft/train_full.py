@@ -20,9 +20,10 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .cli import command
 from .chat import DEFAULT_SYSTEM_PROMPT, GenerationSettings
-from .data import check_tokenize_options, load_rows, load_split, row_key, tokenize_rows, validate_rows
+from .data import (check_tokenize_options, load_rows, load_split, row_key, tokenize_cached, tokenize_rows,
+                         validate_rows)
 from .inference import Predictor
-from .speed import checkpointing_needed, pack_collator, score_examples, tokenize_cached
+from .speed import checkpointing_needed, pack_collator, score_examples
 from .model import (COMPLETE_FILE, DEFAULT_BASE, RUN_CONFIG, eval_mode, is_complete,
                           load_model_and_tokenizer, pick_device)
 from .trainer import LossGuard, SFTTrainer
@@ -40,12 +41,13 @@ class TrainConfig(TrainingArguments):
         p = Path(str(self.model))
         return (p.name or p.resolve().name).replace("___", ".") + self._run_suffix
     model:str=DEFAULT_BASE # base model folder, ModelScope id, `checkpoint-N` folder or embedded `tiny-qwen3`
-    train_file:str="train.jsonl" # question/think/answer rows: a `load_rows` file, `sample` or a list of dicts
+    train_file:str="train.jsonl" # rows or conversations: a `load_rows` file, `sample(-conversations)`, or dicts
     val_file:str="val.jsonl" # eval rows, same forms; ""/None: `load_split` splits `val_frac` off `train_file`
     val_frac:float=0.1 # validation share when `val_file` is empty
     allow_eval_overlap:bool=False # accept a `val_file` sharing rows with the training rows (else: ValueError)
     max_length:int=2048 # tokens per row, prompt + think + answer + `<|im_end|>`
     truncation:str="think" # rows over `max_length`: "think" (trim it), "drop", "right" (reference: end cut)
+    turns:str="all" # conversations: "all" trains each assistant turn in its own example (tokens ~ turns²), "last"
     system:str=DEFAULT_SYSTEM_PROMPT # system prompt put before each question
     dtype:str=None # bf16/fp16 (autocast, fp32 weights), fp32; None: bf16 GPU bf16, other GPU fp16, CPU fp32
     pure_bf16:bool=False # keep trained weights and AdamW state in bf16 (half the memory; small updates lost)
@@ -82,7 +84,7 @@ class TrainConfig(TrainingArguments):
     ddp_find_unused_parameters:bool=False # every trained weight gets a gradient each step (full and LoRA)
 
     def __post_init__(self):
-        check_tokenize_options(self.max_length, self.truncation, "label")  # bad values fail before the model loads
+        check_tokenize_options(self.max_length, self.truncation, "label", self.turns)  # bad values fail before the model loads
         if not 0 <= self.val_frac < 1: raise ValueError(f"val_frac must be in [0, 1), got {self.val_frac}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("nothing to train: set max_steps or num_train_epochs above 0")
@@ -167,9 +169,12 @@ def _rows(source, what:str)->list:
 
 def _examples(rows, tokenizer, cfg, what:str)->list:
     ex, rep = tokenize_cached(rows, tokenizer, cfg.cache_tokenized, max_length=cfg.max_length,
-                              truncation=cfg.truncation, system=cfg.system)
+                              truncation=cfg.truncation, system=cfg.system, turns=cfg.turns)
     notes = ", ".join(f"{k} {v}" for k, v in rep.counts.items())
     print(f"{what}: {len(rows)} rows -> {len(ex)} examples" + (f" ({notes})" if notes else ""))
+    if (t := rep.turns) and t["assistant"] > t["conversations"]:  # some row is a multi-turn conversation
+        print(f"{what}: {t['assistant']} assistant turns in {t['conversations']} conversations: {t['supervised']} "
+              f"supervised, {t['context']} context only (turns={cfg.turns!r}), {len(t['dropped'])} dropped")
     return ex
 
 def _check_overlap(rows:list, val_rows:list, cfg)->None:
@@ -270,7 +275,7 @@ def build_trainer(cfg:TrainConfig, # the run settings
 # %% ../nbs/02_train_full.ipynb #e6cb4c05
 def predict_rows(model, # a causal LM (or `PeftModel`), in training or eval mode
                  tokenizer, # its tokenizer (with the chat template)
-                 rows:list, # rows with a `question`
+                 rows:list, # rows with a `question`, or conversations (answered after their last user turn)
                  max_new_tokens:int=256, # per answer
                  system:str=DEFAULT_SYSTEM_PROMPT, # system prompt
                 )->list: # `Predictor.generate` records with the `question` added
@@ -278,8 +283,10 @@ def predict_rows(model, # a causal LM (or `PeftModel`), in training or eval mode
     if not rows: return []
     with eval_mode(model):
         recs = Predictor((model, tokenizer)).generate(
-            [r["question"] for r in rows], GenerationSettings(max_new_tokens, do_sample=False, system=system))
-    return [dict(question=r["question"], **rec) for r, rec in zip(rows, recs)]
+            [r["messages"][:-1] if "messages" in r else r["question"] for r in rows],
+            GenerationSettings(max_new_tokens, do_sample=False, system=system))
+    return [dict(question=r["messages"][-2]["content"] if "messages" in r else r["question"], **rec)
+            for r, rec in zip(rows, recs)]
 
 # %% ../nbs/02_train_full.ipynb #ca0f2005
 def _summary_line(s:dict)->str:

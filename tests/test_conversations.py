@@ -140,3 +140,24 @@ def test_bad_turns_are_named_and_the_rest_kept():
     kept, rep = validate_rows(rows)
     eq(len(kept), 1)
     for i, problem in enumerate(bad, 1): assert problem in rep.dropped[i] and "messages[" in rep.dropped[i], rep.dropped
+
+
+@pytest.mark.parametrize("cmd,layout", [("medsft_train", "c.sharegpt.jsonl"), ("medsft_train_lora", "c.parquet")])
+def test_train_on_conversations(tmp_path, cmd, layout):
+    "medsft_train / medsft_train_lora on a multi-turn file: every assistant turn becomes an example; predictions work."
+    from medsft.model import TINY
+    from medsft.train_full import medsft_train
+    from medsft.train_lora import medsft_train_lora
+    rows = [{"messages": conversation(2 + i % 2, True, REASONING_FIELDS[i % 3])} for i in range(6)]
+    f = write_layout(rows, tmp_path/layout)
+    r = cli(dict(medsft_train=medsft_train, medsft_train_lora=medsft_train_lora)[cmd], "--model", TINY,
+            "--train-file", f, "--val-file", "", "--val-frac", "0.3", "--max-length", "256", "--max-steps", "2",
+            "--save-steps", "2", "--eval-steps", "2", "--num-predict", "1", "--max-new-tokens", "4", "--no-progress",
+            "--swanlab-mode", "disabled", "--output-dir", tmp_path/"out")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    split = json.loads((tmp_path/"out"/"split.json").read_text(encoding="utf-8"))
+    eq((len(split["train"]), len(split["val"])), (4, 2))  # whole conversations on each side
+    from medsft.data import split_indices
+    k = sum(2 + i % 2 for i in split_indices(6, 0.3, 42)[0])  # assistant turns of the training conversations
+    assert f"train: 4 rows -> {k} examples" in r.stdout, r.stdout
+    assert f"train: {k} assistant turns in 4 conversations: {k} supervised" in r.stdout, r.stdout
