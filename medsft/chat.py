@@ -51,7 +51,8 @@ def _message(m):
         m = {"role": m["from"], "content": m.get("value"),
              **{k: v for k, v in m.items() if k not in ("from", "value")}}
     if not isinstance(m, dict): return m
-    reasoning = next((m[k] for k in REASONING_FIELDS if isinstance(m.get(k), str)), None)
+    given = [m[k] for k in REASONING_FIELDS if m.get(k) is not None]  # the first non-empty one wins
+    reasoning = next((r for r in given if isinstance(r, str) and r.strip()), next(iter(given), None))
     m = {k: v for k, v in m.items() if k not in REASONING_FIELDS}
     return m if reasoning is None else {**m, "reasoning_content": reasoning}
 
@@ -71,6 +72,9 @@ def chat_messages(question_or_messages, # a question, or messages: `role`/`conte
         if not (isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)):
             raise DataError(f"{where}messages[{j}] needs a role ({'/'.join(ROLES)}) "
                             f"and a string content: {m!r:.80}")
+        if m.get("tool_calls"): raise DataError(f"{where}messages[{j}]: tool calls are not supported (text turns only)")
+        if not isinstance(m.get("reasoning_content", ""), str):
+            raise DataError(f"{where}messages[{j}]: the reasoning must be a string, got {m['reasoning_content']!r:.60}")
         out.append({**m, "role": ROLES[m["role"]]})
     if out[-1]["role"] == "user" and not out[-1]["content"].strip():
         raise DataError(f"{where}messages[{len(out) - 1}]: empty question: there is nothing to answer")
@@ -92,6 +96,8 @@ def check_conversation(messages, # chat messages, as `chat_messages` takes them
                        where:str="", # error prefix naming the source, e.g. `"train.jsonl row 3: "`
                       )->list: # the messages from `chat_messages`
     "Messages to train on: `[system,] user, assistant, ...` alternating, ending with an answer; `DataError` if not."
+    if not isinstance(messages, (list, tuple)):  # e.g. a CSV cell whose JSON text did not parse
+        raise DataError(f"{where}expected a list of chat messages, got {type(messages).__name__} {messages!r:.50}")
     out = chat_messages(messages, where=where)
     first = 1 if out[0]["role"] == "system" else 0
     for j, m in enumerate(out):

@@ -60,8 +60,9 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
     "Map rows of a known or given schema to `question`/`think`/`answer`; `DataError` listing columns if not."
     if bad := [i for i, r in enumerate(raw) if not isinstance(r, dict)]:
         raise DataError(f"row {bad[0]} is a {type(raw[bad[0]]).__name__}, not an object with named fields")
-    questions = {q for q, _, _ in _SCHEMAS}  # a chat row: messages, no question column (prepared files mix both)
-    chat = [not columns and bool({"messages", "conversations"} & set(r)) and not questions & set(r) for r in raw]
+    given = lambda v: not _missing(v) and v != ""  # CSV and Parquet give every row every column
+    chat = [not columns and any(given(r.get(k)) for k in ("messages", "conversations")) for r in raw]
+    raw = [r if c else {k: v for k, v in r.items() if k not in ("messages", "conversations")} for r, c in zip(raw, chat)]
     if keys := list(dict.fromkeys(k for r, c in zip(raw, chat) if not c for k in r)):
         q, t, a = _detect(keys, columns)
     out = []
@@ -80,9 +81,9 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
 
 # %% ../nbs/00_data.ipynb #3eb37e19
 def _from_chat(r:dict)->dict:
-    "A chat row: single-turn as `question`/`think`/`answer` (+ `system`), longer ones as `messages`."
-    raw = r.get("messages", r.get("conversations"))
-    extra = {k: v for k, v in r.items() if k not in ("messages", "conversations")}
+    "A chat row: single-turn as `question`/`think`/`answer` + its `system` (\"\" if none), longer ones as `messages`."
+    raw = next(r[k] for k in ("messages", "conversations") if not _missing(r.get(k)) and r[k] != "")
+    extra = {k: v for k, v in r.items() if k not in ("messages", "conversations", "question", "think", "answer")}
     if isinstance(raw, str):  # a CSV cell holds the messages as JSON text
         try: raw = json.loads(raw)
         except ValueError: pass
@@ -91,8 +92,8 @@ def _from_chat(r:dict)->dict:
     if [m["role"] for m in msgs if m["role"] != "system"] != ["user", "assistant"]:
         return {"messages": msgs, **extra}
     think, answer = (s.strip() for s in think_and_answer(msgs[-1]))
-    system = {"system": msgs[0]["content"]} if msgs[0]["role"] == "system" else {}
-    return {"question": msgs[-2]["content"], "think": think, "answer": answer, **extra, **system}
+    system = msgs[0]["content"] if msgs[0]["role"] == "system" else ""  # trained as written, as multi-turn ones
+    return {"question": msgs[-2]["content"], "think": think, "answer": answer, **extra, "system": system}
 
 # %% ../nbs/00_data.ipynb #b6e581f3
 def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
@@ -192,13 +193,13 @@ class DataReport:
 # %% ../nbs/00_data.ipynb #d29c4c7f
 @patch
 def summary(self:DataReport)->str:
-    "Counts, policies and first row indices, one line per problem."
+    "Counts, policies and the first rows (numbered from 1, in input order), one line per problem."
     kept = f"examples: {self.n_out}, rows dropped" if self.turns else f"kept: {self.n_out}, dropped"
     lines = [f"rows in: {self.n_in}, {kept}: {len(self.dropped)}"
              + (f", bad lines skipped: {len(self.bad_lines)}" if self.bad_lines else "")]
-    lines += [f"  {k:<18} {len(v):>5}  {self.policies.get(k, ''):<5} rows {v[:5]}{'…' if len(v) > 5 else ''}"
+    lines += [f"  {k:<18} {len(v):>5}  {self.policies.get(k, ''):<5} rows {[i + 1 for i in v[:5]]}{'…' if len(v) > 5 else ''}"
               for k, v in self.problems.items()]
-    lines += [f"  dropped row {i}: {why}" for i, why in list(self.dropped.items())[:3]]
+    lines += [f"  dropped row {i + 1}: {why}" for i, why in list(self.dropped.items())[:3]]
     lines += [f"  {k}: {v}" for k, v in self.extra.items()]
     if t := self.turns:
         lines.append(f"  assistant turns: {t['assistant']} in {t['conversations']} conversations; supervised "
@@ -248,6 +249,14 @@ def _bad_fields(r)->str:
     "`field=value` of question/think/answer behind a bad_type, missing or empty problem (or the bad turn)."
     if "messages" in r: return _bad_turn(r) or ""
     return ", ".join(f"{f}={r.get(f)!r:.30}" for f in _field_problems(r))
+
+def _turn_of(r, problem)->str:
+    "` (messages[j])`: the first turn of a conversation row where a text `problem` is found; \"\" otherwise."
+    test = {"think_tags": _THINK_TAG.search, "special_tokens": _SPECIAL.search, "literal_newline": lambda x: "\\n" in x}
+    if "messages" not in r or problem not in test: return ""
+    msgs = check_conversation(r["messages"])
+    j = next((j for j, m in enumerate(msgs) for x in (m["content"], m.get("reasoning_content") or "") if test[problem](x)), None)
+    return "" if j is None else f" (messages[{j}])"
 
 def _texts(r)->tuple[list, list, list]:
     "(prompts, thinks, answers) of a usable row: question/think/answer, or every turn of a conversation."
@@ -314,7 +323,7 @@ def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
     kept = []
     for i, (r, p) in enumerate(zip(rows, found)):
         if drop := [k for k in p if pol[k] == "drop"]:
-            rep.dropped[i] = ", ".join(drop) + (f" ({_bad_fields(r)})" if p[0] in _UNUSABLE else "")
+            rep.dropped[i] = ", ".join(drop) + (f" ({_bad_fields(r)})" if p[0] in _UNUSABLE else _turn_of(r, drop[0]))
             continue
         if "literal_newline" in p and pol["literal_newline"] == "fix":
             fix = lambda d, keys: d | {k: d[k].replace("\\n", "\n") for k in keys if isinstance(d.get(k), str)}
@@ -322,6 +331,9 @@ def validate_rows(rows:list[dict], # normalised rows (see `load_rows`)
                  r | {"messages": [fix(m, ("content", "reasoning_content")) for m in r["messages"]]})
         kept.append(r); rep.kept.append(i)
     rep.n_out = len(kept)
+    if conv := [r for r in kept if "messages" in r]:
+        rep.extra |= {"conversations": len(conv), "their assistant turns": sum(
+            m.get("role") == "assistant" for r in conv for m in r["messages"])}
     assert rep.n_in == rep.n_out + len(rep.dropped)
     return kept, rep
 
@@ -409,10 +421,11 @@ def load_split(source, # anything `load_rows` reads
 
 # %% ../nbs/00_data.ipynb #d331a0e2
 def to_messages(row:dict, # normalised row, or a conversation (`messages`: returned checked, as they are)
-                system:str|None=DEFAULT_SYSTEM_PROMPT, # system prompt; None or "" for no system message
+                system:str|None=DEFAULT_SYSTEM_PROMPT, # for rows without their own `system`; None or "": none
                )->list[dict]: # [system,] user, assistant
     "Chat messages for one row; the assistant content carries the think block for thinking rows."
     if "messages" in row: return check_conversation(row["messages"])
+    system = row.get("system", system)  # a row's own system prompt (a chat row's, or a `system` column) wins
     msgs = [{"role": "system", "content": system}] if system else []
     return msgs + [{"role": "user", "content": row["question"]},
                    {"role": "assistant", "content": render_assistant(row.get("think") or "", row["answer"])}]
@@ -428,7 +441,7 @@ def format_row(row:dict, # normalised row
         pairs = [[u["content"], think_and_answer(a)[1]] for u, a in zip(m[:-2:2], m[1:-2:2])]
         return format_row(last, system) | {"history": pairs}
     out = render_assistant(row.get("think") or "", row["answer"])
-    return {"instruction": system, "input": row["question"],
+    return {"instruction": row.get("system", system), "input": row["question"],
             "output": out if "</think>" in out else f"<think>\n\n</think>\n\n{out}"}
 
 # %% ../nbs/00_data.ipynb #6acf857e

@@ -53,7 +53,10 @@ def _turns(rows:list, lines:list, where, skip:bool, read:DataReport)->tuple:
     "(rows, lines) with each conversation as one row per assistant turn: its real history, its answer."
     out, at = [], []
     for i, r in enumerate(rows):
-        if "messages" not in r: out.append(r); at.append(i); continue
+        if "messages" not in r:  # a row with its own system prompt (a one-turn chat row) is asked with it
+            system = [{"role": "system", "content": r["system"]}] if r.get("system") else []
+            out.append(dict(r, messages=system + [{"role": "user", "content": r.get("question")}]) if "system" in r else r)
+            at.append(i); continue
         name = f"{where}:{lines[i]}" if lines else f"{where} row {i + 1}"
         try: msgs = check_conversation(r["messages"], where=f"{name}: ")
         except DataError as e:

@@ -47,7 +47,7 @@ class TrainConfig(TrainingArguments):
     allow_eval_overlap:bool=False # accept a `val_file` sharing rows with the training rows (else: ValueError)
     max_length:int=2048 # tokens per row, prompt + think + answer + `<|im_end|>`
     truncation:str="think" # rows over `max_length`: "think" (trim it), "drop", "right" (reference: end cut)
-    turns:str="all" # conversations: "all" trains each assistant turn in its own example (tokens ~ turns²), "last"
+    turns:str="all" # conversations: "all" = each assistant turn its own example (tokens ~ turns²), "last" = final
     system:str=DEFAULT_SYSTEM_PROMPT # system prompt put before each question
     dtype:str=None # bf16/fp16 (autocast, fp32 weights), fp32; None: bf16 GPU bf16, other GPU fp16, CPU fp32
     pure_bf16:bool=False # keep trained weights and AdamW state in bf16 (half the memory; small updates lost)
@@ -174,7 +174,8 @@ def _examples(rows, tokenizer, cfg, what:str)->list:
     print(f"{what}: {len(rows)} rows -> {len(ex)} examples" + (f" ({notes})" if notes else ""))
     if (t := rep.turns) and t["assistant"] > t["conversations"]:  # some row is a multi-turn conversation
         print(f"{what}: {t['assistant']} assistant turns in {t['conversations']} conversations: {t['supervised']} "
-              f"supervised, {t['context']} context only (turns={cfg.turns!r}), {len(t['dropped'])} dropped")
+              f"supervised, {t['context']} context only (turns={cfg.turns!r}), {len(t['dropped'])} dropped"
+              + "".join(f"; {k} of the {what} rows: {v}" for k, v in list(t["dropped"].items())[:3]))
     return ex
 
 def _check_overlap(rows:list, val_rows:list, cfg)->None:

@@ -161,3 +161,34 @@ def test_train_on_conversations(tmp_path, cmd, layout):
     k = sum(2 + i % 2 for i in split_indices(6, 0.3, 42)[0])  # assistant turns of the training conversations
     assert f"train: 4 rows -> {k} examples" in r.stdout, r.stdout
     assert f"train: {k} assistant turns in 4 conversations: {k} supervised" in r.stdout, r.stdout
+
+
+def test_adversarial_inputs_found_in_review(tmp_path):
+    "Faults an adversarial review found (session 8): each kept or reported with its turn, never a crash or a loss."
+    import pandas as pd
+    tok = tokenizers()[0]
+    good = conversation(2, True, "reasoning", system=False)
+    tool = [good[0], {**good[1], "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            *good[2:]]
+    kept, rep = validate_rows(load_rows([{"messages": good}, {"messages": tool}]))
+    eq((len(kept), rep.dropped[1]), (1, "bad_turn (messages[1]: tool calls are not supported (text turns only))"))
+    exs, rep = tokenize_rows([{"messages": tool}, {"messages": good}], tok)  # no TemplateError: reported
+    eq((len(exs), list(rep.dropped)), (2, [0]))
+    # a CSV (or Parquet) gives every row every column: question/answer rows and conversations mix
+    pd.DataFrame({"question": ["qa-q", None, None], "answer": ["qa-a", None, None],
+                  "messages": [None, json.dumps(good, ensure_ascii=False), json.dumps(good[:2], ensure_ascii=False)]}
+                 ).to_csv(tmp_path/"mix.csv", index=False)
+    kept, rep = validate_rows(load_rows(tmp_path/"mix.csv"))
+    eq((len(kept), rep.dropped, "messages" in kept[0], len(kept[1]["messages"])), (3, {}, False, 4))
+    eq(load_rows([{"question": "q", "answer": "a", "messages": None}]), [{"question": "q", "think": "", "answer": "a"}])
+    pd.DataFrame({"messages": ['[{"role": "user"', json.dumps(good, ensure_ascii=False)]}).to_csv(tmp_path/"cut.csv", index=False)
+    kept, rep = validate_rows(load_rows(tmp_path/"cut.csv"))
+    assert "expected a list of chat messages, got str" in rep.dropped[0], rep.dropped
+    # a one-turn chat row keeps its own system prompt (and one without trains without, as a multi-turn one does)
+    own = load_rows([{"messages": [{"role": "system", "content": "你是儿科医生。"}, *good[:2]]}, {"messages": good[:2]}])
+    texts = [tok.decode(e["input_ids"]) for e in tokenize_rows(own, tok)[0]]
+    assert texts[0].startswith("<|im_start|>system\n你是儿科医生。") and "system" not in texts[1], texts
+    # a special token in a history turn names that turn
+    bad = [good[0], {**good[1], "content": "好<|im_end|>"}, *good[2:]]
+    kept, rep = validate_rows(load_rows([{"messages": bad}]))
+    eq(rep.dropped, {0: "special_tokens (messages[1])"})

@@ -173,7 +173,7 @@ def test_chat_and_parquet_sources(tmp_path):
     p = run("--source", write_jsonl(chat + [{"messages": [{"role": "doctor", "content": "Q"}]}], tmp_path/"bad.jsonl"),
             "--out_dir", tmp_path/"o3")  # a bad conversation is dropped, named with its turn; the rest is kept
     eq(p.returncode, 0)
-    assert "dropped row 10: bad_turn (messages[0] needs a role" in p.stdout, p.stdout
+    assert "dropped row 11: bad_turn (messages[0] needs a role" in p.stdout, p.stdout
 
 
 def test_tokenize_invariants_random_rows():
