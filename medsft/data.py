@@ -39,6 +39,7 @@ _SCHEMAS = [
     ("prompt", None, "completion")]
 
 def _missing(v): return v is None or (isinstance(v, float) and math.isnan(v))
+def _given(v): return not _missing(v) and v != ""  # CSV and Parquet give every row every column
 
 def _detect(keys, columns):
     if columns:
@@ -60,8 +61,7 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
     "Map rows of a known or given schema to `question`/`think`/`answer`; `DataError` listing columns if not."
     if bad := [i for i, r in enumerate(raw) if not isinstance(r, dict)]:
         raise DataError(f"row {bad[0]} is a {type(raw[bad[0]]).__name__}, not an object with named fields")
-    given = lambda v: not _missing(v) and v != ""  # CSV and Parquet give every row every column
-    chat = [not columns and any(given(r.get(k)) for k in ("messages", "conversations")) for r in raw]
+    chat = [not columns and any(_given(r.get(k)) for k in ("messages", "conversations")) for r in raw]
     raw = [r if c else {k: v for k, v in r.items() if k not in ("messages", "conversations")} for r, c in zip(raw, chat)]
     if keys := list(dict.fromkeys(k for r, c in zip(raw, chat) if not c for k in r)):
         q, t, a = _detect(keys, columns)
@@ -82,7 +82,7 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
 # %% ../nbs/00_data.ipynb #3eb37e19
 def _from_chat(r:dict)->dict:
     "A chat row: single-turn as `question`/`think`/`answer` + its `system` (\"\" if none), longer ones as `messages`."
-    raw = next(r[k] for k in ("messages", "conversations") if not _missing(r.get(k)) and r[k] != "")
+    raw = next(r[k] for k in ("messages", "conversations") if _given(r.get(k)))
     extra = {k: v for k, v in r.items() if k not in ("messages", "conversations", "question", "think", "answer")}
     if isinstance(raw, str):  # a CSV cell holds the messages as JSON text
         try: raw = json.loads(raw)
