@@ -100,18 +100,16 @@ def matmul_params(model)->tuple: # (weights in the decoder's linear layers, weig
     return dec, base.get_output_embeddings().weight.numel()
 
 # %% ../nbs/02b_bench.ipynb #c43494e0
-def _args(cfg, out, device, autocast, batch, accum, checkpointing, cls=TrainingArguments, **kw):
+def _args(cfg, s, out, batch, accum, cls=TrainingArguments, **kw):
     return cls(output_dir=str(out), per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
                max_steps=cfg.steps, learning_rate=cfg.learning_rate, logging_steps=1, save_strategy="no",
-               report_to="none", seed=cfg.seed, use_cpu=device == "cpu", bf16=autocast == "bf16",
-               fp16=autocast == "fp16",
-               activation_checkpointing=checkpointing,
-               activation_checkpointing_kwargs={"use_reentrant": False},
-               disable_tqdm=True, **kw)
+               report_to="none", seed=cfg.seed, use_cpu=s["device"] == "cpu", bf16=s["autocast"] == "bf16",
+               fp16=s["autocast"] == "fp16", activation_checkpointing=True,
+               activation_checkpointing_kwargs={"use_reentrant": False}, disable_tqdm=True, **kw)
 
 def _reference(cfg, s, model, out):
     "Plain `Trainer` with the reference's settings."
-    args = _args(cfg, out, s["device"], s["autocast"], 1, cfg.batch, True)
+    args = _args(cfg, s, out, 1, cfg.batch)
     return Trainer(model=model, args=args, train_dataset=s["train"], processing_class=s["tokenizer"],
                    data_collator=DataCollatorForSeq2Seq(s["tokenizer"], label_pad_token_id=-100)), "all"
 
@@ -132,8 +130,7 @@ def _trl(cfg, s, model, out):
     from trl import SFTConfig, SFTTrainer
     msgs = [to_messages(r) for r in s["train_rows"]]
     ds = Dataset.from_list([{"prompt": m[:-1], "completion": m[-1:]} for m in msgs])
-    args = _args(cfg, out, s["device"], s["autocast"], cfg.batch, 1, True, cls=SFTConfig,
-                 max_length=cfg.max_length, completion_only_loss=True)
+    args = _args(cfg, s, out, cfg.batch, 1, cls=SFTConfig, max_length=cfg.max_length, completion_only_loss=True)
     return SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=s["tokenizer"]), "all"
 
 PATHS = dict(reference=_reference, medsft=_medsft, trl=_trl)

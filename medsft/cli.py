@@ -165,7 +165,6 @@ def _json_once(text:str):
         return dict(kv)
     return json.loads(text, object_pairs_hook=pairs)
 
-
 # %% ../nbs/00a_cli.ipynb #3bdfbe71
 def read_config(path, # a `.yaml`/`.yml` or `.json` file holding one mapping
                 spec=None, # if given, keys must be its fields (`ValueError` naming the file and the key)

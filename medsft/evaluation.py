@@ -179,4 +179,3 @@ def eval_command(*, checkpoint, val_file, limit, max_new_tokens, batch_size, out
         print(f"note: skipped {len(summary['skipped'])} bad rows: "
               + "; ".join(f"{k}: {v}" for k, v in summary["skipped"].items()), file=sys.stderr)
     print(json_text(summary, indent=2) if json else format_summary(summary))
-

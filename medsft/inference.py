@@ -7,7 +7,7 @@ __all__ = ['MAX_CACHED_PREDICTORS', 'checkpoint_state', 'Predictor', 'get_predic
            'question_field', 'match_done', 'answer_todo', 'ChatBox', 'predict_command']
 
 # %% ../nbs/04_inference.ipynb #288d9e6c
-import contextlib, hashlib, json, sys, threading, time
+import hashlib, json, sys, threading, time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -26,8 +26,7 @@ _STATE_FILES = ("*.safetensors", "*.bin", "*.pt", "*.json", "*.jinja", "*.model"
 
 def checkpoint_state(checkpoint, # a model folder (or `TINY`, a ModelScope id: returned as given)
                     )->str: # 16 hex digits; changes when any weight, config or tokenizer file changes
-    ("Fingerprint of the files behind a checkpoint folder: names, sizes and modification times "
-     "(an adapter's base too).")
+    "Fingerprint of the files behind a checkpoint folder (an adapter's base too): names, sizes, modification times."
     path = Path(str(checkpoint)).expanduser()
     if not path.is_dir(): return str(checkpoint)
     sig = [(f.name, (st := f.stat()).st_size, st.st_mtime_ns)
@@ -47,15 +46,13 @@ class Predictor:
                  base=None, # adapters: base model instead of the one in `adapter_config.json`
                 ):
         t0 = time.perf_counter()
-        if isinstance(checkpoint, (tuple, list)):
+        if isinstance(checkpoint, (tuple, list)):  # `state`: what the model was loaded from (`checkpoint_state`)
             (self.model, self.tokenizer), self.checkpoint = checkpoint, type(checkpoint[0]).__name__
-            # what the model was loaded from (`checkpoint_state`)
             self.state = f"object-{id(checkpoint[0]):x}"
         else:
-            self.state = checkpoint_state(checkpoint)
+            self.state, self.checkpoint = checkpoint_state(checkpoint), str(checkpoint)
             self.model, self.tokenizer = load_model_and_tokenizer(checkpoint, device=device, dtype=dtype,
                                                                   base=base, padding_side="left")
-            self.checkpoint = str(checkpoint)
         self.model.eval()
         self.load_seconds = time.perf_counter() - t0  # seconds spent loading
         if not getattr(self.tokenizer, "chat_template", None):
@@ -210,8 +207,7 @@ MAX_CACHED_PREDICTORS = 2  # models kept loaded by `get_predictor`
 def get_predictor(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`; a `Predictor` is returned as is
                   device=None, dtype=None, base=None, # as for `Predictor`
                  )->Predictor:
-    ("The cached `Predictor` for `checkpoint`, reloaded when its files changed; "
-     "at most `MAX_CACHED_PREDICTORS` kept.")
+    "The cached `Predictor` for `checkpoint`, reloaded when its files changed; `MAX_CACHED_PREDICTORS` kept."
     if isinstance(checkpoint, Predictor): return checkpoint
     if isinstance(checkpoint, (tuple, list)): return Predictor(checkpoint)
     path = Path(str(checkpoint)).expanduser()
@@ -228,9 +224,6 @@ def clear_predictors():
     _PREDICTORS.clear()
 
 # %% ../nbs/04_inference.ipynb #bf9d2208
-def _is_messages(x)->bool:
-    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(m, dict) for m in x)
-
 def predict(question_or_messages, # a question, a `messages` list, or a list of questions/`messages` lists
             checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`; also a `Predictor` or `(model, tokenizer)`
             settings:GenerationSettings=None, # None: the defaults (1,024 new tokens, thinking, sampling)
@@ -241,8 +234,9 @@ def predict(question_or_messages, # a question, a `messages` list, or a list of 
                       # others go to `model.generate`
            ): # the new text (str), or a list of them for a list of questions
     "Answer with `checkpoint` (loaded once, then cached); returns only the newly generated text."
-    single = isinstance(question_or_messages, str) or _is_messages(question_or_messages)
-    items = [question_or_messages] if single else list(question_or_messages)
+    q = question_or_messages  # one question or `messages` list (dicts), else a list of them
+    single = isinstance(q, str) or isinstance(q, (list, tuple)) and q and all(isinstance(m, dict) for m in q)
+    items = [q] if single else list(q)
     if not items: raise ValueError("no questions given")
     settings, kwargs = GenerationSettings.from_kwargs(settings, **kwargs)  # checked before any model loads
     records = get_predictor(checkpoint, device, dtype, base).generate(items, settings, batch_size, **kwargs)
@@ -336,8 +330,7 @@ class ChatBox:
 
 # %% ../nbs/04_inference.ipynb #7f49289e
 def _file_questions(file, system:str, skip:bool)->tuple:
-    ("(rows, questions) of a JSONL file of questions, checked before any model loads; "
-     "bad rows raise or are skipped.")
+    "(rows, questions) of a JSONL file of questions, checked before any model loads; bad rows raise or are skipped."
     bad = []  # unparsable lines, skipped only with `skip`
     rows, lines = read_jsonl(file, with_lines=True, skip_bad_lines=skip, bad_lines=bad)
     field = [question_field(r) for r in rows]

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['IM_START_ID', 'IM_END_ID', 'PAD_ID', 'THINK_START_ID', 'THINK_END_ID', 'TINY', 'DEFAULT_BASE', 'COMPLETE_FILE',
            'RUN_CONFIG', 'QWEN3_ADDED_TOKENS', 'QWEN3_GENERATION', 'TINY_SIZES', 'cpu_info', 'Precision',
-           'decide_precision', 'pick_device', 'mark_complete', 'is_complete', 'in_training_run', 'check_complete',
+           'decide_precision', 'pick_device', 'mark_complete', 'is_complete', 'check_complete',
            'embedded_tokenizer_dir', 'embedded_tokenizer', 'finish_folder', 'save_model_folder', 'qwen3_config',
            'tiny_qwen3', 'default_local_dir', 'download_model', 'load_tokenizer', 'peft_quiet',
            'load_model_and_tokenizer', 'eval_mode', 'unwrap_peft']
@@ -118,7 +118,6 @@ def decide_precision(cuda_available:bool, # `torch.cuda.is_available()`
     autocast = "bf16" if dt == torch.bfloat16 else "fp16" if half else None
     return Precision(device, torch.bfloat16 if pure_bf16 else torch.float32, autocast, reason)
 
-
 # %% ../nbs/01_model.ipynb #9c7c76ed
 def pick_device(prefer:str=None, # None (best available), 'cpu', 'cuda' or 'cuda:N'
                 dtype=None, # None/'auto' (bf16 on a bf16 GPU, else fp32), 'bf16'/'fp16'/'fp32' or torch.dtype
@@ -130,7 +129,6 @@ def pick_device(prefer:str=None, # None (best available), 'cpu', 'cuda' or 'cuda
     return decide_precision(cuda, torch.cuda.get_device_capability() if cuda else None,
                             torch.cuda.get_arch_list() if cuda else (), cuda and torch.cuda.is_bf16_supported(),
                             prefer, dtype, training, pure_bf16, bool(flags & {"avx512_bf16", "amx_bf16"}))
-
 
 # %% ../nbs/01_model.ipynb #4a0daa4d
 COMPLETE_FILE = "medsft_complete.json"  # written last into every folder a training run finishes
@@ -153,17 +151,13 @@ def is_complete(folder)->bool: # the marker exists and every file it lists has i
     except (OSError, ValueError, KeyError): return False
     return all((f := Path(folder) / n).is_file() and f.stat().st_size == size for n, size in files.items())
 
-def in_training_run(folder)->bool: # a run's output folder, or a `checkpoint-N` inside one
-    "Whether `folder` belongs to a medsft training run (and so must carry a completion marker)."
-    folder = Path(folder)
-    return (folder / RUN_CONFIG).exists() or bool(re.fullmatch(r"checkpoint-\d+", folder.name)
-                                                   and (folder.parent / RUN_CONFIG).exists())
-
 def check_complete(folder, # a model, checkpoint or adapter folder
                   )->Path: # `folder`; ValueError when it is an incomplete folder of a training run
     "Refuse a training run's folder that was never completed (killed while being written, or still running)."
-    folder = Path(folder)
-    if in_training_run(folder) and not is_complete(folder):
+    folder = Path(folder)  # a run's folder holds `RUN_CONFIG`, and so does the parent of its `checkpoint-N`
+    run = (folder / RUN_CONFIG).exists() or (re.fullmatch(r"checkpoint-\d+", folder.name)
+                                             and (folder.parent / RUN_CONFIG).exists())
+    if run and not is_complete(folder):
         raise ValueError(f"{folder}: incomplete ({COMPLETE_FILE} missing or its files changed): "
                          f"the run writing it was interrupted or is still running; "
                          f"continue it with --resume, or load a complete checkpoint-N")
@@ -406,11 +400,9 @@ def load_model_and_tokenizer(path_or_id, # `TINY`, a model/checkpoint/adapter fo
     if adapter and not any((folder / w).exists() for w in ("adapter_model.safetensors", "adapter_model.bin")):
         raise FileNotFoundError(f"{folder}: no adapter weights (adapter_model.safetensors)")
     tok = load_tokenizer(folder if _tokenizer_files(folder) else model_dir, padding_side)
-    model = _loaded(model_dir, lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype))
-    model = model.to(device)
+    model = _loaded(model_dir, lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)).to(device)
     if adapter:
-        with peft_quiet(): model = _loaded(folder, lambda: PeftModel.from_pretrained(model, folder))
-        model = model.to(device)
+        with peft_quiet(): model = _loaded(folder, lambda: PeftModel.from_pretrained(model, folder)).to(device)
     for cfg in (model.config, model.generation_config):  # Qwen3's config.json has no pad_token_id
         if cfg.pad_token_id is None: cfg.pad_token_id = tok.pad_token_id  # else Trainer sets it, noisily
     return model, tok

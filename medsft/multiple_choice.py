@@ -9,16 +9,15 @@ __all__ = ['CMMLU_MEDICAL', 'BENCHMARKS', 'CMMLU_SOURCES', 'LETTERS', 'read_choi
            'format_choices', 'benchmark_report']
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc000imp
-import contextlib, csv, hashlib, json, math, os, re, shutil, sys, tempfile, time, unicodedata, zipfile
+import csv, json, math, os, re, shutil, sys, tempfile, time, unicodedata, zipfile
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .chat import DEFAULT_SYSTEM_PROMPT, GenerationSettings
+from .chat import DEFAULT_SYSTEM_PROMPT, GenerationSettings, parse_response
 from .files import DataError, ResumableOutput, cache_dir, read_jsonl, run_key, unreachable
 from .inference import get_predictor
-from .chat import parse_response
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc002
 CMMLU_MEDICAL = {"anatomy": "解剖学", "clinical_knowledge": "临床知识",
@@ -68,8 +67,7 @@ def read_choices(path, # a CSV (CMMLU/C-Eval layout) or JSONL file of multiple-c
                  columns:dict=None, # ours -> the file's: `question`, `answer`, and `options` or `A`, `B`, ...
                  encoding:str="utf-8-sig", # text encoding of the file (utf-8-sig: a byte-order mark is dropped)
                 )->list: # dicts: `question`, `options` (letter -> text), `answer` (letter), `line` (in file)
-    ("Read multiple-choice rows; `DataError` naming file and line for a missing field "
-     "or an answer not among the options.")
+    "Read multiple-choice rows; `DataError` naming file and line for a missing field or an answer not an option."
     path = Path(path)
     if path.suffix.lower() == ".csv":
         with open(path, encoding=encoding, newline="") as f:
@@ -129,8 +127,7 @@ def score_choices(pred, # a `Predictor` (or anything `get_predictor` accepts)
                   batch_size:int=16, # questions per forward pass
                   progress=None, # a callable told the number of questions done after each batch
                  )->torch.Tensor: # (questions, letters) log-probabilities of each letter as the next token
-    ("Log-probability of each option letter right after the thinking-disabled prompt, "
-     "one forward pass per question.")
+    "Log-probability of each option letter right after the thinking-disabled prompt, one forward pass per question."
     pred = get_predictor(pred)
     tok, ids = pred.tokenizer, letter_token_ids(pred.tokenizer, letters)
     prompts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True, enable_thinking=False)
@@ -154,8 +151,7 @@ def score_choices(pred, # a `Predictor` (or anything `get_predictor` accepts)
 def parse_letter(text:str, # generated text: think block (optional) and answer
                  letters:str="ABCD", # option letters
                 )->tuple: # (letter or None, status: "ok", "none" or "several")
-    ("The option letter named in the answer part of `text` (after `</think>`); "
-     "None when it names none or several.")
+    "The option letter named in the answer part of `text` (after `</think>`); None when it names none or several."
     answer = unicodedata.normalize("NFKC", parse_response(text)["answer"])
     found = set(re.findall(rf"(?<![A-Za-z])([{letters}])(?![A-Za-z])", answer))
     if len(found) == 1: return found.pop(), "ok"
@@ -302,17 +298,15 @@ def evaluate_choices(checkpoint, # folder, `checkpoint-N`, adapter, `TINY`, `Pre
     done = {(r["subject"], r["index"]): r for r in out.done}
     todo = [it for it in items if (it[0], it[1]) not in done]
     t0, step = time.perf_counter(), batch_size * (4 if mode == "loglik" else 1)
-    with contextlib.ExitStack() as stack:  # closes the records file and the progress bar
-        stack.enter_context(out)
-        bar = stack.enter_context(tqdm(total=len(items), initial=len(items) - len(todo), unit="question",
-                                       file=sys.stderr, disable=None)) if progress else None
+    with out, tqdm(total=len(items), initial=len(items) - len(todo), unit="question", file=sys.stderr,
+                   disable=None if progress else True) as bar:  # no bar without `progress`; else on a terminal
         for start in range(0, len(todo), step):
             chunk = todo[start:start + step]
             for letters in dict.fromkeys("".join(c[2]["options"]) for c in chunk):
                 part = [c for c in chunk if "".join(c[2]["options"]) == letters]
                 for r in _answer_chunk(pred, part, letters, mode, batch_size, max_new_tokens):
                     done[(r["subject"], r["index"])] = out.write(r)
-            if bar: bar.update(len(chunk))
+            bar.update(len(chunk))
     records = [done[(s, i)] for s, i, _, _ in items]
     out = dict(checkpoint=pred.checkpoint,
                benchmark=str(benchmark) if not isinstance(benchmark, dict) else "custom",

@@ -73,14 +73,12 @@ def output_layer(model):
     if type(head) is torch.nn.Linear and head.bias is None and not softcap and scale in (None, 1.0):
         return base.get_decoder(), head.weight
 
-
 # %% ../nbs/02a_speed.ipynb #2e54676b
 def pack_collator(return_flash_attn_kwargs:bool=False, # also return `cu_seq_lens_*` (flash-attention kernels)
                  )->DataCollatorWithFlattening:
     "Collate examples (`input_ids`, `labels`) into one padding-free row; `position_ids` restart per example."
     return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100,
                                       return_flash_attn_kwargs=return_flash_attn_kwargs)
-
 
 # %% ../nbs/02a_speed.ipynb #efb80d84
 @torch.no_grad()
@@ -149,7 +147,7 @@ def checkpointing_needed(model, # the causal LM (or a `PeftModel`) to train
                         )->bool:
     "Whether one training step would overflow `budget` without gradient checkpointing."
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    cfg = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    cfg = unwrap_peft(model).config
     need = step_memory(cfg, trained, tokens, act_bytes, full_logits)["total"]
     if budget is None:
         budget = 0.8 * free_memory(device) + sum(p.numel() * p.element_size() for p in model.parameters())

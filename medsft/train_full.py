@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['TrainConfig', 'run_config', 'write_run_config', 'check_output_dir', 'build_datasets', 'swanlab_mode', 'start_swanlab',
-           'prepare_model', 'build_trainer', 'predict_rows', 'plot_losses', 'run_sft', 'train_full', 'summarize_scores',
-           'format_scores', 'medsft_train']
+           'prepare_model', 'build_trainer', 'predict_rows', 'plot_losses', 'run_sft', 'train_full', 'format_scores',
+           'medsft_train']
 
 # %% ../nbs/02_train_full.ipynb #93a4aa84
 import collections, contextlib, functools, importlib.util, io, json, os, shutil, statistics, sys, time
@@ -27,7 +27,6 @@ from .speed import checkpointing_needed, pack_collator, score_examples
 from .model import (COMPLETE_FILE, DEFAULT_BASE, RUN_CONFIG, eval_mode, is_complete,
                           load_model_and_tokenizer, pick_device)
 from .trainer import LossGuard, SFTTrainer
-
 
 # %% ../nbs/02_train_full.ipynb #6700c24e
 @dataclass
@@ -364,9 +363,8 @@ def _already_done(cfg, out:Path)->bool:
     same = lambda d: yaml.safe_load(yaml.safe_dump(d, allow_unicode=True))  # compare as the file holds them
     if yaml.safe_load((out/RUN_CONFIG).read_text(encoding="utf-8")) != same(run_config(cfg)): return False
     steps = json.loads((out/"train_summary.json").read_text(encoding="utf-8"))["steps"]
-    print(f"{out}: this run is complete ({steps} steps, the same settings): nothing to resume. "
-          f"Raise max_steps or "
-          f"num_train_epochs to train further, or pass --overwrite to train again from the start.")
+    print(f"{out}: this run is complete ({steps} steps, the same settings): nothing to resume. Raise max_steps "
+          f"or num_train_epochs to train further, or pass --overwrite to train again from the start.")
     return True
 
 def _run_sft(cfg, wrap_model, state, prec):
@@ -431,16 +429,6 @@ def train_full(config:TrainConfig=None, # the run settings; None: the defaults
     return run_sft(replace(config, **kwargs) if config else TrainConfig(**kwargs))
 
 # %% ../nbs/02_train_full.ipynb #ab1529f5
-def summarize_scores(s:dict, # `score_examples`' sums
-                    )->dict: # n, think_top1, im_end_top1 (shares), their median ranks, eval_loss (nats/token)
-    "Shares, median ranks and the token-weighted loss of `score_examples`' sums."
-    top1 = lambda rs: sum(r == 1 for r in rs) / len(rs) if rs else None
-    median = lambda rs: statistics.median(rs) if rs else None
-    think, end = s["think_ranks"], s["im_end_ranks"]
-    return dict(n=len(end), think_top1=top1(think), im_end_top1=top1(end),
-                think_median_rank=median(think), im_end_median_rank=median(end),
-                eval_loss=s["loss_sum"] / max(s["tokens"], 1))
-
 def format_scores(model, # a causal LM
                   tokenizer, # its tokenizer
                   rows:list, # rows (question/think/answer), or examples with `input_ids` and `labels`
@@ -452,7 +440,13 @@ def format_scores(model, # a causal LM
     "Teacher-forced format check: is `</think>`/`<|im_end|>` top-1 where it belongs? Also the eval loss."
     tokenized = rows and "input_ids" in rows[0]
     ex = rows if tokenized else tokenize_rows(rows, tokenizer, max_length, truncation, system=system)[0]
-    return summarize_scores(score_examples(model, ex, batch_size))
+    s = score_examples(model, ex, batch_size)
+    top1 = lambda rs: sum(r == 1 for r in rs) / len(rs) if rs else None
+    median = lambda rs: statistics.median(rs) if rs else None
+    think, end = s["think_ranks"], s["im_end_ranks"]
+    return dict(n=len(end), think_top1=top1(think), im_end_top1=top1(end),
+                think_median_rank=median(think), im_end_median_rank=median(end),
+                eval_loss=s["loss_sum"] / max(s["tokens"], 1))
 
 # %% ../nbs/02_train_full.ipynb #35ce192c
 @command(spec=TrainConfig)

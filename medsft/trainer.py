@@ -108,7 +108,6 @@ class SFTTrainer(Trainer):
         super()._issue_warnings_after_load(
             load_result._replace(missing_keys=[k for k in load_result.missing_keys if k not in tied]))
 
-
 # %% ../nbs/02d_trainer.ipynb #0fa6f8c0
 class LossGuard(TrainerCallback):
     "Warn loudly when a logged `loss` or `eval_loss` is 0 or NaN; under fp16 autocast stop at a non-finite one."
