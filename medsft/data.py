@@ -62,7 +62,8 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
     if bad := [i for i, r in enumerate(raw) if not isinstance(r, dict)]:
         raise DataError(f"row {bad[0]} is a {type(raw[bad[0]]).__name__}, not an object with named fields")
     chat = [not columns and any(_given(r.get(k)) for k in ("messages", "conversations")) for r in raw]
-    raw = [r if c else {k: v for k, v in r.items() if k not in ("messages", "conversations")} for r, c in zip(raw, chat)]
+    raw = [r if c else {k: v for k, v in r.items() if k not in ("messages", "conversations")}
+           for r, c in zip(raw, chat)]
     if keys := list(dict.fromkeys(k for r, c in zip(raw, chat) if not c for k in r)):
         q, t, a = _detect(keys, columns)
     out = []
@@ -197,7 +198,8 @@ def summary(self:DataReport)->str:
     kept = f"examples: {self.n_out}, rows dropped" if self.turns else f"kept: {self.n_out}, dropped"
     lines = [f"rows in: {self.n_in}, {kept}: {len(self.dropped)}"
              + (f", bad lines skipped: {len(self.bad_lines)}" if self.bad_lines else "")]
-    lines += [f"  {k:<18} {len(v):>5}  {self.policies.get(k, ''):<5} rows {[i + 1 for i in v[:5]]}{'…' if len(v) > 5 else ''}"
+    lines += [f"  {k:<18} {len(v):>5}  {self.policies.get(k, ''):<5} "
+              f"rows {[i + 1 for i in v[:5]]}{'…' if len(v) > 5 else ''}"
               for k, v in self.problems.items()]
     lines += [f"  dropped row {i + 1}: {why}" for i, why in list(self.dropped.items())[:3]]
     lines += [f"  {k}: {v}" for k, v in self.extra.items()]
@@ -252,10 +254,12 @@ def _bad_fields(r)->str:
 
 def _turn_of(r, problem)->str:
     "` (messages[j])`: the first turn of a conversation row where a text `problem` is found; \"\" otherwise."
-    test = {"think_tags": _THINK_TAG.search, "special_tokens": _SPECIAL.search, "literal_newline": lambda x: "\\n" in x}
+    test = {"think_tags": _THINK_TAG.search, "special_tokens": _SPECIAL.search,
+            "literal_newline": lambda x: "\\n" in x}
     if "messages" not in r or problem not in test: return ""
     msgs = check_conversation(r["messages"])
-    j = next((j for j, m in enumerate(msgs) for x in (m["content"], m.get("reasoning_content") or "") if test[problem](x)), None)
+    j = next((j for j, m in enumerate(msgs) for x in (m["content"], m.get("reasoning_content") or "")
+              if test[problem](x)), None)
     return "" if j is None else f" (messages[{j}])"
 
 def _texts(r)->tuple[list, list, list]:
@@ -437,7 +441,8 @@ def format_row(row:dict, # normalised row
     if "messages" in row:  # LLaMA-Factory's Alpaca layout: earlier turns as `history`, without their think
         m = to_messages(row)
         system, m = (m[0]["content"], m[1:]) if m[0]["role"] == "system" else (system, m)
-        last = {"question": m[-2]["content"], "think": think_and_answer(m[-1])[0], "answer": think_and_answer(m[-1])[1]}
+        think, answer = think_and_answer(m[-1])
+        last = {"question": m[-2]["content"], "think": think, "answer": answer}
         pairs = [[u["content"], think_and_answer(a)[1]] for u, a in zip(m[:-2:2], m[1:-2:2])]
         return format_row(last, system) | {"history": pairs}
     out = render_assistant(row.get("think") or "", row["answer"])

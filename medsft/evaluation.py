@@ -55,7 +55,8 @@ def _turns(rows:list, lines:list, where, skip:bool, read:DataReport)->tuple:
     for i, r in enumerate(rows):
         if "messages" not in r:  # a row with its own system prompt (a one-turn chat row) is asked with it
             system = [{"role": "system", "content": r["system"]}] if r.get("system") else []
-            out.append(dict(r, messages=system + [{"role": "user", "content": r.get("question")}]) if "system" in r else r)
+            user = [{"role": "user", "content": r.get("question")}]
+            out.append(dict(r, messages=system + user) if "system" in r else r)
             at.append(i); continue
         name = f"{where}:{lines[i]}" if lines else f"{where} row {i + 1}"
         try: msgs = check_conversation(r["messages"], where=f"{name}: ")

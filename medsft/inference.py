@@ -323,7 +323,8 @@ class ChatBox:
         self.status.value = (f"{st['new_tokens']} new tokens, "
                              + ("stopped on the terminator" if st["stopped"] else "cut by max_new_tokens"))
         shown = parse_response(st["text"], stopped=st["stopped"])
-        self.messages += [turn, {"role": "assistant", "content": shown["answer"], "reasoning_content": shown["think"]}]
+        answer = {"role": "assistant", "content": shown["answer"], "reasoning_content": shown["think"]}
+        self.messages += [turn, answer]
         return shown
 
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
