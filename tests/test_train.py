@@ -14,7 +14,7 @@ from medsft.commands import medsft_merge, medsft_predict
 from medsft.data import medsft_data
 from medsft.files import read_jsonl, write_jsonl
 from medsft.testing import shared_dir
-from medsft.model import IM_END_ID, TINY, load_model_and_tokenizer
+from medsft.model import IM_END_ID, TINY, load_model_and_tokenizer, peft_quiet
 from medsft.train_full import medsft_train
 from medsft.train_lora import medsft_train_lora
 
@@ -227,7 +227,8 @@ def load_plain(folders:list)->list:
         tok = AutoTokenizer.from_pretrained(d)
         if (d/"adapter_config.json").exists():
             base = json.loads((d/"adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
-            m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), d)
+            with peft_quiet():  # a warnings filter only: PEFT's FutureWarning on every wrap
+                m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), d)
         else: m = AutoModelForCausalLM.from_pretrained(d)
         ids = tok.apply_chat_template([{"role": "user", "content": "头痛怎么办？"}], add_generation_prompt=True,
                                       return_tensors="pt", return_dict=True)
