@@ -189,13 +189,11 @@ class GenerationSettings:
     system:str|None=DEFAULT_SYSTEM_PROMPT # system prompt before a bare question; None or "": none
 
     def __post_init__(self):
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name in ("max_new_tokens", "top_k", "seed") and v is not None and (
-                    isinstance(v, bool) or not isinstance(v, int)):
-                raise ValueError(f"{f.name} must be an integer, got {v!r}")
-            if f.name in _RULES and v is not None and not _RULES[f.name][0](v):
-                raise ValueError(f"{f.name} must be {_RULES[f.name][1]}, got {v!r}")
+        for k, v in vars(self).items():  # the fields, in order
+            if v is None: continue
+            if k in ("max_new_tokens", "top_k", "seed") and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ValueError(f"{k} must be an integer, got {v!r}")
+            if k in _RULES and not _RULES[k][0](v): raise ValueError(f"{k} must be {_RULES[k][1]}, got {v!r}")
 
     def sampling(self)->dict: # `do_sample`, `temperature`, `top_p`, `top_k`, `repetition_penalty`
         "What `generate` gets: the mode's `SAMPLING` defaults filled in, or neutral values when greedy."

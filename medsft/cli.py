@@ -92,8 +92,7 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith("unrecognized arguments: "):
             word = message.split(": ", 1)[1].split()[0].split("=")[0]
             shown = [o for a in self._actions if a.help != argparse.SUPPRESS for o in a.option_strings]
-            near = difflib.get_close_matches(word, shown, n=1)
-            if near: message += f"; did you mean {near[0]}?"
+            message += "".join(f"; did you mean {n}?" for n in difflib.get_close_matches(word, shown, n=1))
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 def build_parser(spec, # a function with docments, or a config dataclass
@@ -111,11 +110,9 @@ def build_parser(spec, # a function with docments, or a config dataclass
     if dc:
         p.add_argument("--config", help="a YAML or JSON file with the fields below; flags override it")
         own = lambda c: c.__module__.split(".")[0] == spec.__module__.split(".")[0]
-        for c in reversed(spec.__mro__):  # the class that declares each field; a subclass's redefinition wins
-            for n in vars(c).get("__annotations__", {}):
-                groups[n] = c
-                if not own(c): foreign.add(n)
-        groups = {n: c for n, c in groups.items() if not own(c)}
+        declared = [(n, c) for c in reversed(spec.__mro__) for n in vars(c).get("__annotations__", {})]
+        foreign = {n for n, c in declared if not own(c)}
+        groups = {n: c for n, c in dict(declared).items() if not own(c)}  # a subclass's redefinition wins
     passed = {c: p.add_argument_group(f"{c.__module__.split('.')[0]}.{c.__name__} options, passed through")
               for c in dict.fromkeys(groups.values())}
     for f in sorted(flags_of(spec), key=lambda f: f.name in foreign):  # own fields, then redefined ones

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #4f3ef04e
 from __future__ import annotations
-import hashlib, inspect, itertools, json, math, os, random, re, warnings
+import bisect, hashlib, inspect, itertools, json, math, random, re, warnings
 from dataclasses import dataclass, field, asdict
 from importlib import resources
 from pathlib import Path
@@ -14,7 +14,7 @@ from fastcore.meta import delegates
 from .cli import command
 from .files import (DATA_SUFFIXES, DataError, cache_dir, cache_problem, data_files, modelscope_unreachable,
                           read_file, read_jsonl, run_key, write_cache, write_jsonl)
-from .chat import (DEFAULT_SYSTEM_PROMPT, TURNS, chat_messages, check_conversation, normalize_text,
+from .chat import (DEFAULT_SYSTEM_PROMPT, TURNS, check_conversation, normalize_text,
                          parse_assistant, render_assistant, think_and_answer, turn_prefixes)
 
 # %% auto #0
@@ -98,13 +98,12 @@ def _from_chat(r:dict)->dict:
 
 # %% ../nbs/00_data.ipynb #b6e581f3
 def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
-                    subset_name:str="default", # ModelScope subset, as in the reference
                     split:str="train", # ModelScope split, as in the reference
                     timeout:float=10.0, # seconds for the reachability probe
                     refresh:bool=False, # download again even when a good cached copy exists
                    )->list[dict]: # raw rows, original keys
     "Raw rows of a ModelScope data set, cached under `$MEDSFT_CACHE`; `DataError` quickly when offline."
-    cache = cache_dir()/"datasets"/dataset_id.replace("/", "__")/f"{subset_name}-{split}.jsonl"
+    cache = cache_dir()/"datasets"/dataset_id.replace("/", "__")/f"default-{split}.jsonl"
     if cache.exists() and not refresh:
         if (why := cache_problem(cache)) is None: return read_jsonl(cache)
         warnings.warn(f"{cache}: damaged cache ({why}); downloading it again")
@@ -114,7 +113,7 @@ def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
         raise DataError(f"cannot download ModelScope dataset {dataset_id!r}: {err}; {hint}")
     try:
         from modelscope.msdatasets import MsDataset
-        ds = MsDataset.load(dataset_id, subset_name=subset_name, split=split)
+        ds = MsDataset.load(dataset_id, subset_name="default", split=split)
         rows = [dict(r) for r in (ds.to_hf_dataset() if hasattr(ds, "to_hf_dataset") else ds)]
     except Exception as e:
         raise DataError(f"cannot download ModelScope dataset {dataset_id!r} ({e}); {hint}") from None
@@ -139,7 +138,6 @@ def load_rows(source, # path, ModelScope id, "sample"/"sample-conversations", HF
               skip_bad_lines:bool=False, # JSONL: skip unparsable lines (recorded in `report.bad_lines`)
               split:str|None=None, # split of a `DatasetDict` (default: all, in order) or ModelScope ("train")
               report=None, # a `DataReport`; if given, receives `bad_lines` and the source name
-              timeout:float=10.0, # seconds for the ModelScope reachability probe
               refresh:bool=False, # ModelScope: download again instead of using the cached copy
              )->list[dict]: # rows with `question`, `think` ("" if none), `answer`, other keys kept
     "Load rows from any supported source and normalise them to `question`/`think`/`answer`."
@@ -159,7 +157,7 @@ def load_rows(source, # path, ModelScope id, "sample"/"sample-conversations", HF
         return rows
     elif (isinstance(source, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", source)
           and Path(source).suffix not in DATA_SUFFIXES):
-        raw = load_modelscope(source, split=split or "train", timeout=timeout, refresh=refresh)
+        raw = load_modelscope(source, split=split or "train", refresh=refresh)
     else: raise FileNotFoundError(f"{source}: no such file or folder (and not a ModelScope id, "
                                  "'sample' or 'sample-conversations')")
     return _normalize(raw, columns, where)
@@ -224,6 +222,8 @@ DEFAULT_POLICIES = dict(bad_type="drop", missing="drop", empty="drop", bad_turn=
 
 _THINK_TAG = re.compile(r"[<＜]\s*[/／]?\s*think\s*[>＞]", re.I)  # <think>, </ think >, full-width ＜／think＞
 _SPECIAL = re.compile(r"<\|[\w-]{1,40}\|>")  # ChatML special tokens such as <|im_end|>, <|endoftext|>
+_TEXT_PATTERNS = {"think_tags": _THINK_TAG, "special_tokens": _SPECIAL,  # problem -> the pattern finding it
+                  "literal_newline": re.compile(r"\\n")}  # a backslash and an n, typed instead of a newline
 
 _FIELD_PROBLEMS = ("bad_type", "missing", "empty")  # a field value that cannot be used at all
 _UNUSABLE = _FIELD_PROBLEMS + ("bad_turn",)  # ... or a conversation that breaks `check_conversation`
@@ -254,12 +254,10 @@ def _bad_fields(r)->str:
 
 def _turn_of(r, problem)->str:
     "` (messages[j])`: the first turn of a conversation row where a text `problem` is found; \"\" otherwise."
-    test = {"think_tags": _THINK_TAG.search, "special_tokens": _SPECIAL.search,
-            "literal_newline": lambda x: "\\n" in x}
-    if "messages" not in r or problem not in test: return ""
+    if "messages" not in r or problem not in _TEXT_PATTERNS: return ""
     msgs = check_conversation(r["messages"])
     j = next((j for j, m in enumerate(msgs) for x in (m["content"], m.get("reasoning_content") or "")
-              if test[problem](x)), None)
+              if _TEXT_PATTERNS[problem].search(x)), None)
     return "" if j is None else f" (messages[{j}])"
 
 def _texts(r)->tuple[list, list, list]:
@@ -276,10 +274,8 @@ def _row_problems(r)->list[str]:
     elif bad := set(_field_problems(r).values()): return [next(p for p in _FIELD_PROBLEMS if p in bad)]
     qs, ts, ans = _texts(r)  # every text a non-empty string (a think may be "")
     p = [] if any(t.strip() for t in ts) else ["no_think"]
-    if any(_THINK_TAG.search(x) for x in ts + ans): p.append("think_tags")
-    if any(_SPECIAL.search(x) for x in qs + ts + ans): p.append("special_tokens")
-    if any("\\n" in x for x in qs + ts + ans): p.append("literal_newline")
-    return p
+    texts = lambda k: ts + ans if k == "think_tags" else qs + ts + ans  # think tags: not in questions
+    return p + [k for k, pattern in _TEXT_PATTERNS.items() if any(map(pattern.search, texts(k)))]
 
 # %% ../nbs/00_data.ipynb #19c8df65
 def _check_max_length(max_length):
@@ -517,11 +513,8 @@ def _fit_think(msgs, tokenizer, max_length, kw):
         if lo < k < hi:
             if len(ids(k)[0]) <= max_length: lo = k
             else: hi = k; break
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if len(ids(mid)[0]) <= max_length: lo = mid
-        else: hi = mid
-    return ids(lo)
+    size = lambda k: len(ids(k)[0])  # then a binary search: the largest k that fits
+    return ids(lo + bisect.bisect(range(lo + 1, hi), max_length, key=size))
 
 def _fit_history(msgs, tokenizer, max_length, kw):
     "`(messages, (input_ids, labels))` without the fewest oldest whole exchanges that fit (or all but the last)."
@@ -694,7 +687,6 @@ def tokenize_cached(rows:list, # rows for `tokenize_rows`
                 return examples, DataReport(**report)
         warnings.warn(f"{path}: damaged cache ({why}); tokenizing again")
     examples, report = tokenize_rows(rows, tokenizer, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_cache([{"report": asdict(report)}] + examples, path)
     return examples, report
 
@@ -734,21 +726,18 @@ def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", l
         raise DataError(f"output_dir {out} is the source folder: a second run would read its own output")
     bound = inspect.signature(load_split).bind(source, **kwargs)
     bound.apply_defaults()  # one set of defaults: `load_split`'s
-    a = bound.arguments
-    train, val, rep = load_split(**a)
-    val_frac, seed, tokenizer, max_length, system = (a[k] for k in ("val_frac", "seed", "tokenizer",
-                                                                    "max_length", "system"))
+    train, val, rep = load_split(**(a := bound.arguments))
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise DataError(f"cannot create output_dir {out}: {e.strerror or e}") from None
-    forms = {"": lambda r: r, "_format": lambda r: format_row(r, system),
-             "_messages": lambda r: {"messages": to_messages(r, system)}}
+    forms = {"": lambda r: r, "_format": lambda r: format_row(r, a["system"]),
+             "_messages": lambda r: {"messages": to_messages(r, a["system"])}}
     files = {name + k: write_jsonl([form(r) for r in part], out/f"{name}{k}.jsonl")
              for name, part in (("train", train), ("val", val)) for k, form in forms.items()}
-    files["split_index"] = write_jsonl([{"split": s, "split_pos": p, "orig_pos": i} for s, idx in
-                                        zip(("train", "val"), split_indices(rep.n_in, val_frac, seed))
+    parts = zip(("train", "val"), split_indices(rep.n_in, a["val_frac"], a["seed"]))
+    files["split_index"] = write_jsonl([{"split": s, "split_pos": p, "orig_pos": i} for s, idx in parts
                                         for p, i in enumerate(idx)], out/"split_index.jsonl")
-    if tokenizer is not None:
-        s = length_summary(token_lengths(train + val, tokenizer, system), max_length)
+    if a["tokenizer"] is not None:
+        s = length_summary(token_lengths(train + val, a["tokenizer"], a["system"]), a["max_length"])
         rep.extra["tokens (median/max total)"] = f"{s.loc['median', 'total']:.0f}/{s.loc['max', 'total']:.0f}"
     rep.files = {k: str(v) for k, v in files.items()}
     (out/"report.json").write_text(json.dumps(rep.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
