@@ -69,14 +69,12 @@ def chat_messages(question_or_messages, # a question, or messages: `role`/`conte
         raise DataError(f"{where}expected a question or a non-empty list of chat messages, got {x!r:.60}")
     out = []
     for j, m in enumerate(map(_message, x)):
+        at = f"{where}messages[{j}]"
         if not (isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)):
-            raise DataError(f"{where}messages[{j}] needs a role ({'/'.join(ROLES)}) "
-                            f"and a string content: {m!r:.80}")
-        if m.get("tool_calls"):
-            raise DataError(f"{where}messages[{j}]: tool calls are not supported (text turns only)")
+            raise DataError(f"{at} needs a role ({'/'.join(ROLES)}) and a string content: {m!r:.80}")
+        if m.get("tool_calls"): raise DataError(f"{at}: tool calls are not supported (text turns only)")
         if not isinstance(m.get("reasoning_content", ""), str):
-            raise DataError(f"{where}messages[{j}]: the reasoning must be a string, "
-                            f"got {m['reasoning_content']!r:.60}")
+            raise DataError(f"{at}: the reasoning must be a string, got {m['reasoning_content']!r:.60}")
         out.append({**m, "role": ROLES[m["role"]]})
     if out[-1]["role"] == "user" and not out[-1]["content"].strip():
         raise DataError(f"{where}messages[{len(out) - 1}]: empty question: there is nothing to answer")

@@ -347,11 +347,10 @@ def check_rows(rows:list, # rows (dicts) as read from `where`
     "Check the fields a command needs before any expensive work; `DataError` naming file:line and field."
     rep = DataReport(n_in=len(rows), source=str(where),
                      policies={k: "drop" if skip else "fail" for k in _FIELD_PROBLEMS})
-    good = []
     for i, r in enumerate(rows):
         shown = r if isinstance(r, dict) else dict.fromkeys(fields, r)  # a non-object row: every field
         bad = [(f, p) for f in fields if (p := _field_problem(r.get(f) if shown is r else None))]
-        if not bad: good.append(r); rep.kept.append(i); continue
+        if not bad: rep.kept.append(i); continue
         (f, p), v = bad[0], shown.get(bad[0][0])
         if not skip:
             at = f"{where}:{lines[i]}" if lines else f"{where} row {i + 1}"
@@ -359,8 +358,8 @@ def check_rows(rows:list, # rows (dicts) as read from `where`
                             f"string; fix the row or skip bad rows")
         rep.add(p, i)
         rep.dropped[i] = f"{p} ({', '.join(f'{f}={shown.get(f)!r:.30}' for f, _ in bad)})"
-    rep.n_out = len(good)
-    return good, rep
+    rep.n_out = len(rep.kept)
+    return [rows[i] for i in rep.kept], rep
 
 # %% ../nbs/00_data.ipynb #0216c564
 def split_indices(n:int, # number of rows
@@ -437,8 +436,7 @@ def format_row(row:dict, # normalised row
     if "messages" in row:  # LLaMA-Factory's Alpaca layout: earlier turns as `history`, without their think
         m = to_messages(row)
         system, m = (m[0]["content"], m[1:]) if m[0]["role"] == "system" else (system, m)
-        think, answer = think_and_answer(m[-1])
-        last = {"question": m[-2]["content"], "think": think, "answer": answer}
+        last = dict(zip(("think", "answer"), think_and_answer(m[-1])), question=m[-2]["content"])
         pairs = [[u["content"], think_and_answer(a)[1]] for u, a in zip(m[:-2:2], m[1:-2:2])]
         return format_row(last, system) | {"history": pairs}
     out = render_assistant(row.get("think") or "", row["answer"])
@@ -577,12 +575,10 @@ def label_spans(example:dict, # `input_ids` and `labels`, as from `tokenize_sft`
                 tokenizer, # decodes the tokens
                )->pd.DataFrame: # one row per run: `labels` ("-100" or "trained"), `tokens` (count), `text`
     "Consecutive runs of ignored and supervised tokens of one example, decoded."
-    runs, start = [], 0
-    for trained, run in itertools.groupby(example["labels"], key=lambda l: l != -100):
-        n = len(list(run))
-        text = tokenizer.decode(example["input_ids"][start:start + n])
-        runs.append(("trained" if trained else "-100", n, text))
-        start += n
+    runs, pairs = [], zip(example["labels"], example["input_ids"])
+    for trained, run in itertools.groupby(pairs, lambda p: p[0] != -100):  # runs of (label, token) pairs
+        ids = [t for _, t in run]
+        runs.append(("trained" if trained else "-100", len(ids), tokenizer.decode(ids)))
     return pd.DataFrame(runs, columns=["labels", "tokens", "text"])
 
 # %% ../nbs/00_data.ipynb #431860e5

@@ -152,8 +152,7 @@ def write_cache(rows:list, path:Path):
     tmp = write_jsonl(rows, path.with_name(path.name + f".tmp{os.getpid()}"))
     meta = {"rows": len(rows), "sha256": hashlib.sha256(tmp.read_bytes()).hexdigest()}
     os.replace(tmp, path)
-    mtmp = write_jsonl([meta], path.with_name(path.name + f".meta.tmp{os.getpid()}"))
-    os.replace(mtmp, path.with_name(path.name + ".meta.json"))
+    os.replace(write_jsonl([meta], tmp), path.with_name(path.name + ".meta.json"))  # the same temporary name
 
 def cache_problem(path:Path)->str|None:
     "Why the cached rows at `path` cannot be trusted (no or mismatching `.meta.json`), or None."
