@@ -88,8 +88,7 @@ def think_and_answer(message:dict, # an assistant message (`content`, maybe `rea
     if isinstance(message.get("reasoning_content"), str):
         return message["reasoning_content"].strip("\n"), c.lstrip("\n")
     if "</think>" not in c: return "", c  # an unclosed <think> in a message is text (the template's rule)
-    p = parse_assistant(c, strip=False)
-    return p["think"], p["answer"]
+    return tuple(parse_assistant(c, strip=False)[k] for k in ("think", "answer"))
 
 # %% ../nbs/00c_chat.ipynb #7f692430
 def check_conversation(messages, # chat messages, as `chat_messages` takes them

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #4f3ef04e
 from __future__ import annotations
-import bisect, hashlib, inspect, itertools, json, math, random, re, warnings
+import bisect, contextlib, hashlib, inspect, itertools, json, math, random, re, warnings
 from dataclasses import dataclass, field, asdict
 from importlib import resources
 from pathlib import Path
@@ -66,9 +66,7 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
            for r, c in zip(raw, chat)]
     if keys := list(dict.fromkeys(k for r, c in zip(raw, chat) if not c for k in r)):
         q, t, a = _detect(keys, columns)
-    out = []
-    for i, (r, c) in enumerate(zip(raw, chat)):
-        if c: out.append(_from_chat(r)); continue
+    def from_columns(r):
         question, answer = r.get(q), r.get(a)
         think = "" if t is None or _missing(r.get(t)) else r.get(t)
         if q == "input" and isinstance(question, str) and not question.strip() and "instruction" in r:
@@ -76,9 +74,9 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
         if t is None and isinstance(answer, str) and "</think>" in answer:
             think, answer = (parse := parse_assistant(answer))["think"], parse["answer"]
         extra = {k: v for k, v in r.items() if k not in (q, t, a, "question", "think", "answer")}
-        out.append({"question": None if _missing(question) else question, "think": think,
-                    "answer": None if _missing(answer) else answer, **extra})
-    return out
+        return {"question": None if _missing(question) else question, "think": think,
+                "answer": None if _missing(answer) else answer, **extra}
+    return [_from_chat(r) if c else from_columns(r) for r, c in zip(raw, chat)]
 
 # %% ../nbs/00_data.ipynb #3eb37e19
 def _from_chat(r:dict)->dict:
@@ -86,8 +84,7 @@ def _from_chat(r:dict)->dict:
     raw = next(r[k] for k in ("messages", "conversations") if _given(r.get(k)))
     extra = {k: v for k, v in r.items() if k not in ("messages", "conversations", "question", "think", "answer")}
     if isinstance(raw, str):  # a CSV cell holds the messages as JSON text
-        try: raw = json.loads(raw)
-        except ValueError: pass
+        with contextlib.suppress(ValueError): raw = json.loads(raw)
     try: msgs = check_conversation(raw)
     except DataError: return {"messages": raw, **extra}  # kept as is: `validate_rows` reports the turn
     if [m["role"] for m in msgs if m["role"] != "system"] != ["user", "assistant"]:
@@ -255,10 +252,9 @@ def _bad_fields(r)->str:
 def _turn_of(r, problem)->str:
     "` (messages[j])`: the first turn of a conversation row where a text `problem` is found; \"\" otherwise."
     if "messages" not in r or problem not in _TEXT_PATTERNS: return ""
-    msgs = check_conversation(r["messages"])
-    j = next((j for j, m in enumerate(msgs) for x in (m["content"], m.get("reasoning_content") or "")
-              if _TEXT_PATTERNS[problem].search(x)), None)
-    return "" if j is None else f" (messages[{j}])"
+    found = [j for j, m in enumerate(check_conversation(r["messages"]))
+             if any(map(_TEXT_PATTERNS[problem].search, (m["content"], m.get("reasoning_content") or "")))]
+    return f" (messages[{found[0]}])" if found else ""
 
 def _texts(r)->tuple[list, list, list]:
     "(prompts, thinks, answers) of a usable row: question/think/answer, or every turn of a conversation."
@@ -378,8 +374,7 @@ def split_rows(rows:list, # rows (any objects)
                seed:int=42, # `random.seed` value
               )->tuple[list, list]: # (train rows, val rows)
     "Split rows exactly like the reference (seeded `random.shuffle`, first 90% train)."
-    tr, va = split_indices(len(rows), val_frac, seed)
-    return [rows[i] for i in tr], [rows[i] for i in va]
+    return tuple([rows[i] for i in idx] for idx in split_indices(len(rows), val_frac, seed))
 
 def row_key(row:dict, # a row with question, think, answer, or a conversation (`messages`)
             normalize:bool=False, # hash `normalize_text` of the fields (comparisons: overlap checks)
@@ -528,10 +523,9 @@ def check_tokenize_options(max_length, truncation, empty_think, turns="all"):
     "`ValueError` naming a bad `tokenize_rows` option, before any work."
     if turns not in TURNS: raise ValueError(f"turns must be one of {'/'.join(TURNS)}, got {turns!r}")
     _check_max_length(max_length)
-    if truncation not in ("think", "drop", "right"):
-        raise ValueError(f"truncation must be think/drop/right, not {truncation!r}")
-    if empty_think not in ("label", "prompt"):
-        raise ValueError(f"empty_think must be label/prompt, not {empty_think!r}")
+    for name, v, ok in (("truncation", truncation, ("think", "drop", "right")),
+                        ("empty_think", empty_think, ("label", "prompt"))):
+        if v not in ok: raise ValueError(f"{name} must be {'/'.join(ok)}, not {v!r}")
 
 def _tokenize(msgs, tokenizer, max_length, truncation, empty_think, full=None, prompt=None):
     "`(example, actions)`: actions taken, of 'history', 'think', 'right'. `full`/`prompt`: precomputed renders."
@@ -674,8 +668,7 @@ def tokenize_cached(rows:list, # rows for `tokenize_rows`
                   sorted(code_sources(tokenize_rows).items()))
     path = cache_dir()/"examples"/f"{key}.jsonl"
     if path.exists():
-        why = cache_problem(path)
-        if why is None:
+        if (why := cache_problem(path)) is None:
             head, *examples = read_jsonl(path)
             why = next((f"example {i}: {p}" for i, ex in enumerate(examples) if (p := _example_problem(ex))), None)
             if why is None:
@@ -754,15 +747,11 @@ def medsft_data(source:str=DEFAULT_DATASET, # file/folder (.jsonl/.json/.csv/.pa
                 refresh:bool=False, # download the ModelScope data set again instead of using the cached copy
                ):
     "Load, validate and split the medical SFT data; write train/val files like the reference's data.py."
-    tk = None
+    args = dict(locals(), tokenizer=None)  # each flag is the `prepare_data` keyword of its name
     if tokenizer:
         from transformers import AutoTokenizer
-        try: tk = AutoTokenizer.from_pretrained(tokenizer)
+        try: args["tokenizer"] = AutoTokenizer.from_pretrained(tokenizer)
         except Exception as e: raise DataError(f"cannot load tokenizer {tokenizer!r}: {e}") from None
-    rep = prepare_data(source, output_dir, val_frac=val_frac, seed=seed, columns=columns, encoding=encoding,
-                       skip_bad_lines=skip_bad_lines, policies=policies, tokenizer=tk, max_length=max_length,
-                       refresh=refresh)
-    print(f"source: {rep.source}")
-    print(rep.summary())
-    names = [Path(p).name for p in rep.files.values()] + ["report.json"]
-    print(f"wrote {', '.join(names)} to {output_dir}")
+    rep = prepare_data(**args)
+    print(f"source: {rep.source}\n{rep.summary()}")
+    print(f"wrote {', '.join(Path(p).name for p in [*rep.files.values(), 'report.json'])} to {output_dir}")
