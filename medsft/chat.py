@@ -69,14 +69,12 @@ def chat_messages(question_or_messages, # a question, or messages: `role`/`conte
         raise DataError(f"{where}expected a question or a non-empty list of chat messages, got {x!r:.60}")
     out = []
     for j, m in enumerate(map(_message, x)):
+        at = f"{where}messages[{j}]"
         if not (isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)):
-            raise DataError(f"{where}messages[{j}] needs a role ({'/'.join(ROLES)}) "
-                            f"and a string content: {m!r:.80}")
-        if m.get("tool_calls"):
-            raise DataError(f"{where}messages[{j}]: tool calls are not supported (text turns only)")
+            raise DataError(f"{at} needs a role ({'/'.join(ROLES)}) and a string content: {m!r:.80}")
+        if m.get("tool_calls"): raise DataError(f"{at}: tool calls are not supported (text turns only)")
         if not isinstance(m.get("reasoning_content", ""), str):
-            raise DataError(f"{where}messages[{j}]: the reasoning must be a string, "
-                            f"got {m['reasoning_content']!r:.60}")
+            raise DataError(f"{at}: the reasoning must be a string, got {m['reasoning_content']!r:.60}")
         out.append({**m, "role": ROLES[m["role"]]})
     if out[-1]["role"] == "user" and not out[-1]["content"].strip():
         raise DataError(f"{where}messages[{len(out) - 1}]: empty question: there is nothing to answer")
@@ -90,8 +88,7 @@ def think_and_answer(message:dict, # an assistant message (`content`, maybe `rea
     if isinstance(message.get("reasoning_content"), str):
         return message["reasoning_content"].strip("\n"), c.lstrip("\n")
     if "</think>" not in c: return "", c  # an unclosed <think> in a message is text (the template's rule)
-    p = parse_assistant(c, strip=False)
-    return p["think"], p["answer"]
+    return tuple(parse_assistant(c, strip=False)[k] for k in ("think", "answer"))
 
 # %% ../nbs/00c_chat.ipynb #7f692430
 def check_conversation(messages, # chat messages, as `chat_messages` takes them
@@ -189,13 +186,11 @@ class GenerationSettings:
     system:str|None=DEFAULT_SYSTEM_PROMPT # system prompt before a bare question; None or "": none
 
     def __post_init__(self):
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name in ("max_new_tokens", "top_k", "seed") and v is not None and (
-                    isinstance(v, bool) or not isinstance(v, int)):
-                raise ValueError(f"{f.name} must be an integer, got {v!r}")
-            if f.name in _RULES and v is not None and not _RULES[f.name][0](v):
-                raise ValueError(f"{f.name} must be {_RULES[f.name][1]}, got {v!r}")
+        for k, v in vars(self).items():  # the fields, in order
+            if v is None: continue
+            if k in ("max_new_tokens", "top_k", "seed") and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ValueError(f"{k} must be an integer, got {v!r}")
+            if k in _RULES and not _RULES[k][0](v): raise ValueError(f"{k} must be {_RULES[k][1]}, got {v!r}")
 
     def sampling(self)->dict: # `do_sample`, `temperature`, `top_p`, `top_k`, `repetition_penalty`
         "What `generate` gets: the mode's `SAMPLING` defaults filled in, or neutral values when greedy."

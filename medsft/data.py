@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #4f3ef04e
 from __future__ import annotations
-import hashlib, inspect, itertools, json, math, os, random, re, warnings
+import bisect, contextlib, hashlib, inspect, itertools, json, math, random, re, warnings
 from dataclasses import dataclass, field, asdict
 from importlib import resources
 from pathlib import Path
@@ -14,7 +14,7 @@ from fastcore.meta import delegates
 from .cli import command
 from .files import (DATA_SUFFIXES, DataError, cache_dir, cache_problem, data_files, modelscope_unreachable,
                           read_file, read_jsonl, run_key, write_cache, write_jsonl)
-from .chat import (DEFAULT_SYSTEM_PROMPT, TURNS, chat_messages, check_conversation, normalize_text,
+from .chat import (DEFAULT_SYSTEM_PROMPT, TURNS, check_conversation, normalize_text,
                          parse_assistant, render_assistant, think_and_answer, turn_prefixes)
 
 # %% auto #0
@@ -66,9 +66,7 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
            for r, c in zip(raw, chat)]
     if keys := list(dict.fromkeys(k for r, c in zip(raw, chat) if not c for k in r)):
         q, t, a = _detect(keys, columns)
-    out = []
-    for i, (r, c) in enumerate(zip(raw, chat)):
-        if c: out.append(_from_chat(r)); continue
+    def from_columns(r):
         question, answer = r.get(q), r.get(a)
         think = "" if t is None or _missing(r.get(t)) else r.get(t)
         if q == "input" and isinstance(question, str) and not question.strip() and "instruction" in r:
@@ -76,9 +74,9 @@ def normalize_rows(raw:list[dict], # rows with the source's own keys
         if t is None and isinstance(answer, str) and "</think>" in answer:
             think, answer = (parse := parse_assistant(answer))["think"], parse["answer"]
         extra = {k: v for k, v in r.items() if k not in (q, t, a, "question", "think", "answer")}
-        out.append({"question": None if _missing(question) else question, "think": think,
-                    "answer": None if _missing(answer) else answer, **extra})
-    return out
+        return {"question": None if _missing(question) else question, "think": think,
+                "answer": None if _missing(answer) else answer, **extra}
+    return [_from_chat(r) if c else from_columns(r) for r, c in zip(raw, chat)]
 
 # %% ../nbs/00_data.ipynb #3eb37e19
 def _from_chat(r:dict)->dict:
@@ -86,8 +84,7 @@ def _from_chat(r:dict)->dict:
     raw = next(r[k] for k in ("messages", "conversations") if _given(r.get(k)))
     extra = {k: v for k, v in r.items() if k not in ("messages", "conversations", "question", "think", "answer")}
     if isinstance(raw, str):  # a CSV cell holds the messages as JSON text
-        try: raw = json.loads(raw)
-        except ValueError: pass
+        with contextlib.suppress(ValueError): raw = json.loads(raw)
     try: msgs = check_conversation(raw)
     except DataError: return {"messages": raw, **extra}  # kept as is: `validate_rows` reports the turn
     if [m["role"] for m in msgs if m["role"] != "system"] != ["user", "assistant"]:
@@ -98,13 +95,12 @@ def _from_chat(r:dict)->dict:
 
 # %% ../nbs/00_data.ipynb #b6e581f3
 def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
-                    subset_name:str="default", # ModelScope subset, as in the reference
                     split:str="train", # ModelScope split, as in the reference
                     timeout:float=10.0, # seconds for the reachability probe
                     refresh:bool=False, # download again even when a good cached copy exists
                    )->list[dict]: # raw rows, original keys
     "Raw rows of a ModelScope data set, cached under `$MEDSFT_CACHE`; `DataError` quickly when offline."
-    cache = cache_dir()/"datasets"/dataset_id.replace("/", "__")/f"{subset_name}-{split}.jsonl"
+    cache = cache_dir()/"datasets"/dataset_id.replace("/", "__")/f"default-{split}.jsonl"
     if cache.exists() and not refresh:
         if (why := cache_problem(cache)) is None: return read_jsonl(cache)
         warnings.warn(f"{cache}: damaged cache ({why}); downloading it again")
@@ -114,7 +110,7 @@ def load_modelscope(dataset_id:str=DEFAULT_DATASET, # ModelScope data set id
         raise DataError(f"cannot download ModelScope dataset {dataset_id!r}: {err}; {hint}")
     try:
         from modelscope.msdatasets import MsDataset
-        ds = MsDataset.load(dataset_id, subset_name=subset_name, split=split)
+        ds = MsDataset.load(dataset_id, subset_name="default", split=split)
         rows = [dict(r) for r in (ds.to_hf_dataset() if hasattr(ds, "to_hf_dataset") else ds)]
     except Exception as e:
         raise DataError(f"cannot download ModelScope dataset {dataset_id!r} ({e}); {hint}") from None
@@ -139,7 +135,6 @@ def load_rows(source, # path, ModelScope id, "sample"/"sample-conversations", HF
               skip_bad_lines:bool=False, # JSONL: skip unparsable lines (recorded in `report.bad_lines`)
               split:str|None=None, # split of a `DatasetDict` (default: all, in order) or ModelScope ("train")
               report=None, # a `DataReport`; if given, receives `bad_lines` and the source name
-              timeout:float=10.0, # seconds for the ModelScope reachability probe
               refresh:bool=False, # ModelScope: download again instead of using the cached copy
              )->list[dict]: # rows with `question`, `think` ("" if none), `answer`, other keys kept
     "Load rows from any supported source and normalise them to `question`/`think`/`answer`."
@@ -159,7 +154,7 @@ def load_rows(source, # path, ModelScope id, "sample"/"sample-conversations", HF
         return rows
     elif (isinstance(source, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", source)
           and Path(source).suffix not in DATA_SUFFIXES):
-        raw = load_modelscope(source, split=split or "train", timeout=timeout, refresh=refresh)
+        raw = load_modelscope(source, split=split or "train", refresh=refresh)
     else: raise FileNotFoundError(f"{source}: no such file or folder (and not a ModelScope id, "
                                  "'sample' or 'sample-conversations')")
     return _normalize(raw, columns, where)
@@ -224,6 +219,8 @@ DEFAULT_POLICIES = dict(bad_type="drop", missing="drop", empty="drop", bad_turn=
 
 _THINK_TAG = re.compile(r"[<＜]\s*[/／]?\s*think\s*[>＞]", re.I)  # <think>, </ think >, full-width ＜／think＞
 _SPECIAL = re.compile(r"<\|[\w-]{1,40}\|>")  # ChatML special tokens such as <|im_end|>, <|endoftext|>
+_TEXT_PATTERNS = {"think_tags": _THINK_TAG, "special_tokens": _SPECIAL,  # problem -> the pattern finding it
+                  "literal_newline": re.compile(r"\\n")}  # a backslash and an n, typed instead of a newline
 
 _FIELD_PROBLEMS = ("bad_type", "missing", "empty")  # a field value that cannot be used at all
 _UNUSABLE = _FIELD_PROBLEMS + ("bad_turn",)  # ... or a conversation that breaks `check_conversation`
@@ -254,13 +251,10 @@ def _bad_fields(r)->str:
 
 def _turn_of(r, problem)->str:
     "` (messages[j])`: the first turn of a conversation row where a text `problem` is found; \"\" otherwise."
-    test = {"think_tags": _THINK_TAG.search, "special_tokens": _SPECIAL.search,
-            "literal_newline": lambda x: "\\n" in x}
-    if "messages" not in r or problem not in test: return ""
-    msgs = check_conversation(r["messages"])
-    j = next((j for j, m in enumerate(msgs) for x in (m["content"], m.get("reasoning_content") or "")
-              if test[problem](x)), None)
-    return "" if j is None else f" (messages[{j}])"
+    if "messages" not in r or problem not in _TEXT_PATTERNS: return ""
+    found = [j for j, m in enumerate(check_conversation(r["messages"]))
+             if any(map(_TEXT_PATTERNS[problem].search, (m["content"], m.get("reasoning_content") or "")))]
+    return f" (messages[{found[0]}])" if found else ""
 
 def _texts(r)->tuple[list, list, list]:
     "(prompts, thinks, answers) of a usable row: question/think/answer, or every turn of a conversation."
@@ -276,10 +270,8 @@ def _row_problems(r)->list[str]:
     elif bad := set(_field_problems(r).values()): return [next(p for p in _FIELD_PROBLEMS if p in bad)]
     qs, ts, ans = _texts(r)  # every text a non-empty string (a think may be "")
     p = [] if any(t.strip() for t in ts) else ["no_think"]
-    if any(_THINK_TAG.search(x) for x in ts + ans): p.append("think_tags")
-    if any(_SPECIAL.search(x) for x in qs + ts + ans): p.append("special_tokens")
-    if any("\\n" in x for x in qs + ts + ans): p.append("literal_newline")
-    return p
+    texts = lambda k: ts + ans if k == "think_tags" else qs + ts + ans  # think tags: not in questions
+    return p + [k for k, pattern in _TEXT_PATTERNS.items() if any(map(pattern.search, texts(k)))]
 
 # %% ../nbs/00_data.ipynb #19c8df65
 def _check_max_length(max_length):
@@ -351,11 +343,10 @@ def check_rows(rows:list, # rows (dicts) as read from `where`
     "Check the fields a command needs before any expensive work; `DataError` naming file:line and field."
     rep = DataReport(n_in=len(rows), source=str(where),
                      policies={k: "drop" if skip else "fail" for k in _FIELD_PROBLEMS})
-    good = []
     for i, r in enumerate(rows):
         shown = r if isinstance(r, dict) else dict.fromkeys(fields, r)  # a non-object row: every field
         bad = [(f, p) for f in fields if (p := _field_problem(r.get(f) if shown is r else None))]
-        if not bad: good.append(r); rep.kept.append(i); continue
+        if not bad: rep.kept.append(i); continue
         (f, p), v = bad[0], shown.get(bad[0][0])
         if not skip:
             at = f"{where}:{lines[i]}" if lines else f"{where} row {i + 1}"
@@ -363,8 +354,8 @@ def check_rows(rows:list, # rows (dicts) as read from `where`
                             f"string; fix the row or skip bad rows")
         rep.add(p, i)
         rep.dropped[i] = f"{p} ({', '.join(f'{f}={shown.get(f)!r:.30}' for f, _ in bad)})"
-    rep.n_out = len(good)
-    return good, rep
+    rep.n_out = len(rep.kept)
+    return [rows[i] for i in rep.kept], rep
 
 # %% ../nbs/00_data.ipynb #0216c564
 def split_indices(n:int, # number of rows
@@ -383,8 +374,7 @@ def split_rows(rows:list, # rows (any objects)
                seed:int=42, # `random.seed` value
               )->tuple[list, list]: # (train rows, val rows)
     "Split rows exactly like the reference (seeded `random.shuffle`, first 90% train)."
-    tr, va = split_indices(len(rows), val_frac, seed)
-    return [rows[i] for i in tr], [rows[i] for i in va]
+    return tuple([rows[i] for i in idx] for idx in split_indices(len(rows), val_frac, seed))
 
 def row_key(row:dict, # a row with question, think, answer, or a conversation (`messages`)
             normalize:bool=False, # hash `normalize_text` of the fields (comparisons: overlap checks)
@@ -441,8 +431,7 @@ def format_row(row:dict, # normalised row
     if "messages" in row:  # LLaMA-Factory's Alpaca layout: earlier turns as `history`, without their think
         m = to_messages(row)
         system, m = (m[0]["content"], m[1:]) if m[0]["role"] == "system" else (system, m)
-        think, answer = think_and_answer(m[-1])
-        last = {"question": m[-2]["content"], "think": think, "answer": answer}
+        last = dict(zip(("think", "answer"), think_and_answer(m[-1])), question=m[-2]["content"])
         pairs = [[u["content"], think_and_answer(a)[1]] for u, a in zip(m[:-2:2], m[1:-2:2])]
         return format_row(last, system) | {"history": pairs}
     out = render_assistant(row.get("think") or "", row["answer"])
@@ -517,11 +506,8 @@ def _fit_think(msgs, tokenizer, max_length, kw):
         if lo < k < hi:
             if len(ids(k)[0]) <= max_length: lo = k
             else: hi = k; break
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if len(ids(mid)[0]) <= max_length: lo = mid
-        else: hi = mid
-    return ids(lo)
+    size = lambda k: len(ids(k)[0])  # then a binary search: the largest k that fits
+    return ids(lo + bisect.bisect(range(lo + 1, hi), max_length, key=size))
 
 def _fit_history(msgs, tokenizer, max_length, kw):
     "`(messages, (input_ids, labels))` without the fewest oldest whole exchanges that fit (or all but the last)."
@@ -537,10 +523,9 @@ def check_tokenize_options(max_length, truncation, empty_think, turns="all"):
     "`ValueError` naming a bad `tokenize_rows` option, before any work."
     if turns not in TURNS: raise ValueError(f"turns must be one of {'/'.join(TURNS)}, got {turns!r}")
     _check_max_length(max_length)
-    if truncation not in ("think", "drop", "right"):
-        raise ValueError(f"truncation must be think/drop/right, not {truncation!r}")
-    if empty_think not in ("label", "prompt"):
-        raise ValueError(f"empty_think must be label/prompt, not {empty_think!r}")
+    for name, v, ok in (("truncation", truncation, ("think", "drop", "right")),
+                        ("empty_think", empty_think, ("label", "prompt"))):
+        if v not in ok: raise ValueError(f"{name} must be {'/'.join(ok)}, not {v!r}")
 
 def _tokenize(msgs, tokenizer, max_length, truncation, empty_think, full=None, prompt=None):
     "`(example, actions)`: actions taken, of 'history', 'think', 'right'. `full`/`prompt`: precomputed renders."
@@ -584,12 +569,10 @@ def label_spans(example:dict, # `input_ids` and `labels`, as from `tokenize_sft`
                 tokenizer, # decodes the tokens
                )->pd.DataFrame: # one row per run: `labels` ("-100" or "trained"), `tokens` (count), `text`
     "Consecutive runs of ignored and supervised tokens of one example, decoded."
-    runs, start = [], 0
-    for trained, run in itertools.groupby(example["labels"], key=lambda l: l != -100):
-        n = len(list(run))
-        text = tokenizer.decode(example["input_ids"][start:start + n])
-        runs.append(("trained" if trained else "-100", n, text))
-        start += n
+    runs, pairs = [], zip(example["labels"], example["input_ids"])
+    for trained, run in itertools.groupby(pairs, lambda p: p[0] != -100):  # runs of (label, token) pairs
+        ids = [t for _, t in run]
+        runs.append(("trained" if trained else "-100", len(ids), tokenizer.decode(ids)))
     return pd.DataFrame(runs, columns=["labels", "tokens", "text"])
 
 # %% ../nbs/00_data.ipynb #431860e5
@@ -685,8 +668,7 @@ def tokenize_cached(rows:list, # rows for `tokenize_rows`
                   sorted(code_sources(tokenize_rows).items()))
     path = cache_dir()/"examples"/f"{key}.jsonl"
     if path.exists():
-        why = cache_problem(path)
-        if why is None:
+        if (why := cache_problem(path)) is None:
             head, *examples = read_jsonl(path)
             why = next((f"example {i}: {p}" for i, ex in enumerate(examples) if (p := _example_problem(ex))), None)
             if why is None:
@@ -694,7 +676,6 @@ def tokenize_cached(rows:list, # rows for `tokenize_rows`
                 return examples, DataReport(**report)
         warnings.warn(f"{path}: damaged cache ({why}); tokenizing again")
     examples, report = tokenize_rows(rows, tokenizer, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_cache([{"report": asdict(report)}] + examples, path)
     return examples, report
 
@@ -734,21 +715,18 @@ def prepare_data(source="sample", # file/folder path, ModelScope id, "sample", l
         raise DataError(f"output_dir {out} is the source folder: a second run would read its own output")
     bound = inspect.signature(load_split).bind(source, **kwargs)
     bound.apply_defaults()  # one set of defaults: `load_split`'s
-    a = bound.arguments
-    train, val, rep = load_split(**a)
-    val_frac, seed, tokenizer, max_length, system = (a[k] for k in ("val_frac", "seed", "tokenizer",
-                                                                    "max_length", "system"))
+    train, val, rep = load_split(**(a := bound.arguments))
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise DataError(f"cannot create output_dir {out}: {e.strerror or e}") from None
-    forms = {"": lambda r: r, "_format": lambda r: format_row(r, system),
-             "_messages": lambda r: {"messages": to_messages(r, system)}}
+    forms = {"": lambda r: r, "_format": lambda r: format_row(r, a["system"]),
+             "_messages": lambda r: {"messages": to_messages(r, a["system"])}}
     files = {name + k: write_jsonl([form(r) for r in part], out/f"{name}{k}.jsonl")
              for name, part in (("train", train), ("val", val)) for k, form in forms.items()}
-    files["split_index"] = write_jsonl([{"split": s, "split_pos": p, "orig_pos": i} for s, idx in
-                                        zip(("train", "val"), split_indices(rep.n_in, val_frac, seed))
+    parts = zip(("train", "val"), split_indices(rep.n_in, a["val_frac"], a["seed"]))
+    files["split_index"] = write_jsonl([{"split": s, "split_pos": p, "orig_pos": i} for s, idx in parts
                                         for p, i in enumerate(idx)], out/"split_index.jsonl")
-    if tokenizer is not None:
-        s = length_summary(token_lengths(train + val, tokenizer, system), max_length)
+    if a["tokenizer"] is not None:
+        s = length_summary(token_lengths(train + val, a["tokenizer"], a["system"]), a["max_length"])
         rep.extra["tokens (median/max total)"] = f"{s.loc['median', 'total']:.0f}/{s.loc['max', 'total']:.0f}"
     rep.files = {k: str(v) for k, v in files.items()}
     (out/"report.json").write_text(json.dumps(rep.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
@@ -769,15 +747,11 @@ def medsft_data(source:str=DEFAULT_DATASET, # file/folder (.jsonl/.json/.csv/.pa
                 refresh:bool=False, # download the ModelScope data set again instead of using the cached copy
                ):
     "Load, validate and split the medical SFT data; write train/val files like the reference's data.py."
-    tk = None
+    args = dict(locals(), tokenizer=None)  # each flag is the `prepare_data` keyword of its name
     if tokenizer:
         from transformers import AutoTokenizer
-        try: tk = AutoTokenizer.from_pretrained(tokenizer)
+        try: args["tokenizer"] = AutoTokenizer.from_pretrained(tokenizer)
         except Exception as e: raise DataError(f"cannot load tokenizer {tokenizer!r}: {e}") from None
-    rep = prepare_data(source, output_dir, val_frac=val_frac, seed=seed, columns=columns, encoding=encoding,
-                       skip_bad_lines=skip_bad_lines, policies=policies, tokenizer=tk, max_length=max_length,
-                       refresh=refresh)
-    print(f"source: {rep.source}")
-    print(rep.summary())
-    names = [Path(p).name for p in rep.files.values()] + ["report.json"]
-    print(f"wrote {', '.join(names)} to {output_dir}")
+    rep = prepare_data(**args)
+    print(f"source: {rep.source}\n{rep.summary()}")
+    print(f"wrote {', '.join(Path(p).name for p in [*rep.files.values(), 'report.json'])} to {output_dir}")

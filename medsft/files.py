@@ -152,8 +152,7 @@ def write_cache(rows:list, path:Path):
     tmp = write_jsonl(rows, path.with_name(path.name + f".tmp{os.getpid()}"))
     meta = {"rows": len(rows), "sha256": hashlib.sha256(tmp.read_bytes()).hexdigest()}
     os.replace(tmp, path)
-    mtmp = write_jsonl([meta], path.with_name(path.name + f".meta.tmp{os.getpid()}"))
-    os.replace(mtmp, path.with_name(path.name + ".meta.json"))
+    os.replace(write_jsonl([meta], tmp), path.with_name(path.name + ".meta.json"))  # the same temporary name
 
 def cache_problem(path:Path)->str|None:
     "Why the cached rows at `path` cannot be trusted (no or mismatching `.meta.json`), or None."
@@ -173,11 +172,6 @@ def run_key(*parts)->str: # 12 hex digits
     "Fingerprint of what produced an output (model state, settings): any values with a stable `repr`."
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
 
-def _drop_cut_line(path:Path):
-    "Remove a last line cut short by an interrupted run (maybe inside a character): whole lines end in \\n."
-    if path.is_file() and (data := path.read_bytes()) and not data.endswith(b"\n"):
-        path.write_bytes(data[:data.rfind(b"\n") + 1])
-
 class ResumableOutput:
     "A JSONL output file that a rerun resumes: rows of the same `run` are reused, others replaced."
     def __init__(self,
@@ -187,7 +181,8 @@ class ResumableOutput:
         self.path, self.run, self._f = (Path(path) if path is not None else None), run, None
         rows = []
         if self.path is not None and self.path.is_file():
-            _drop_cut_line(self.path)
+            if (data := self.path.read_bytes()) and not data.endswith(b"\n"):  # a last line cut short by a
+                self.path.write_bytes(data[:data.rfind(b"\n") + 1])  # kill (maybe mid-character) goes
             rows = read_jsonl(self.path, skip_bad_lines=True)
         self.replaced = sum(r.get("run") != run for r in rows)  # rows of another run, dropped
         if self.replaced: self.path.unlink(); rows = []
