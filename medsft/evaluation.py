@@ -168,9 +168,8 @@ def eval_command(*, checkpoint, val_file, limit, max_new_tokens, batch_size, out
                  skip_bad_rows, device, dtype, base, json):
     "What `medsft_eval` does on a `--val-file` (its flags, in `medsft.commands`, are the keywords)."
     hf_logging.disable_progress_bar()
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, enable_thinking=think, do_sample=not greedy,
-                                  seed=seed)
-    summary = evaluate(checkpoint, val_file, n=limit, batch_size=batch_size, out_dir=output_dir, settings=settings,
+    summary = evaluate(checkpoint, val_file, n=limit, batch_size=batch_size, out_dir=output_dir, seed=seed,
+                       max_new_tokens=max_new_tokens, enable_thinking=think, do_sample=not greedy,
                        skip_bad_rows=skip_bad_rows, device=device, dtype=dtype, base=base)
     if n := summary["replaced"]: print(f"note: {n} predictions of another run (another checkpoint or other "
                                        "settings) were replaced", file=sys.stderr)

@@ -113,12 +113,10 @@ def letter_token_ids(tokenizer, # the checkpoint's tokenizer
                      letters:str="ABCD", # option letters
                     )->list: # per letter, its token ids: `[id("A"), id(" A")]`, ...
     "The single-token spellings of each option letter; `ValueError` if a letter is not one token."
-    ids = []
-    for k in letters:
-        forms = [tokenizer.encode(s, add_special_tokens=False) for s in (k, " " + k)]
-        if any(len(f) != 1 for f in forms): raise ValueError(f"letter {k!r} is not a single token: {forms}")
-        ids.append([f[0] for f in forms])
-    return ids
+    forms = [[tokenizer.encode(s, add_special_tokens=False) for s in (k, " " + k)] for k in letters]
+    if bad := [(k, f) for k, f in zip(letters, forms) if any(len(x) != 1 for x in f)]:
+        raise ValueError(f"letter {bad[0][0]!r} is not a single token: {bad[0][1]}")
+    return [[x[0] for x in f] for f in forms]
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc016
 def score_choices(pred, # a `Predictor` (or anything `get_predictor` accepts)
