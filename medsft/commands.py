@@ -69,10 +69,8 @@ def medsft_eval(checkpoint:list=None, # model folder, checkpoint-N, adapter, mer
     run = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, device=device, dtype=dtype, base=base)
     if benchmark is not None:
         from medsft.multiple_choice import benchmark_report
-        text, _ = benchmark_report(checkpoints, benchmark, out_dir=output_dir or "eval", as_json=json,
-                                   data_dir=data_dir, columns=columns, limit=limit, shots=shots, mode=mode,
-                                   **run)
-        print(text)
+        print(benchmark_report(checkpoints, benchmark, output_dir or "eval", json, data_dir=data_dir,
+                               columns=columns, limit=limit, shots=shots, mode=mode, **run)[0])
         return
     if len(checkpoints) > 1:
         raise ValueError("several -c are for --benchmark; a --val-file run takes one checkpoint")

@@ -70,7 +70,7 @@ def _turns(rows:list, lines:list, where, skip:bool, read:DataReport)->tuple:
     return out, [lines[i] for i in at] if lines else []
 
 def _val_rows(val_file, n, skip:bool)->tuple:
-    "(rows, line numbers or [], check report, read report) of a validation file, checked before any model loads."
+    "(rows, {where: why} of the rows left out) of a validation file, checked before any model loads."
     read = DataReport()  # unparsable lines, skipped only with `skip`
     rows = load_rows(val_file, skip_bad_lines=skip, report=read)[:n]
     try: lines = read_jsonl(val_file, with_lines=True, skip_bad_lines=skip)[1][:n]
@@ -79,7 +79,9 @@ def _val_rows(val_file, n, skip:bool)->tuple:
     rows, lines = _turns(rows, lines, val_file, skip, read)  # conversations: every assistant turn is scored
     rows, report = check_rows(rows, ("question", "answer"), str(val_file), lines, skip=skip)
     if not rows: raise DataError(f"{val_file}: no rows to evaluate")
-    return rows, lines, report, read
+    skipped = {f"{val_file}:{lines[i]}" if lines else f"row {i + 1}": why
+               for i, why in report.dropped.items()} | {b: "not a JSON object" for b in read.bad_lines}
+    return rows, skipped | read.dropped
 
 def _summary(records:list, settings:GenerationSettings)->dict:
     "Scores and behaviour of scored `records` (each with `answer`, `finished`, `gold_answer`, `rouge_l`)."
@@ -106,7 +108,7 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
     if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if settings is None: kwargs.setdefault("seed", 42)
     settings, gen_kwargs = GenerationSettings.from_kwargs(settings, **kwargs)  # bad settings fail first
-    rows, lines, report, read = _val_rows(val_file, n, skip_bad_rows)
+    rows, skipped = _val_rows(val_file, n, skip_bad_rows)
     pred = get_predictor(checkpoint, device, dtype, base)
     out_dir = Path(out_dir) if out_dir is not None else Path("eval") / (Path(pred.checkpoint).name or "model")
     path, t0 = out_dir / "predictions.jsonl", time.perf_counter()
@@ -116,18 +118,15 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
         for i, rec in answer_todo(pred, asked, todo, batch_size, settings, **gen_kwargs):
             matched[i] = out.write({k: rows[i][k] for k in ("question", "messages", "turn") if k in rows[i]} | rec)
     seconds, tokens = time.perf_counter() - t0, sum(matched[i]["new_tokens"] for i in todo)
-    records = []  # scored against the references as they are now (generated text may be reused)
-    for i, row in enumerate(rows):
-        rec = matched[i]
-        records.append(dict(rec, gold_answer=row["answer"], run=rec["run"],
-                            rouge_l=round(100 * rouge_l(rec["answer"] if rec["finished"] else "", row["answer"]), 2)))
+    # scored against the references as they are now (generated text may be reused)
+    records = [dict(rec, gold_answer=row["answer"],
+                    rouge_l=round(100 * rouge_l(rec["answer"] if rec["finished"] else "", row["answer"]), 2))
+               for rec, row in zip(map(matched.get, range(len(rows))), rows)]
     write_jsonl(records, tmp := path.with_name(path.name + f".tmp{os.getpid()}")); os.replace(tmp, path)
     summary = dict(checkpoint=pred.checkpoint, val_file=str(val_file), **_summary(records, settings),
                    answered_now=len(todo), tokens_per_second=round(tokens / seconds, 1) if todo else None,
                    seconds=round(seconds, 1), batch_size=batch_size, replaced=out.replaced,
-                   skipped={f"{val_file}:{lines[i]}" if lines else f"row {i + 1}": why
-                            for i, why in report.dropped.items()} | {b: "not a JSON object" for b in read.bad_lines}
-                           | read.dropped,
+                   skipped=skipped,
                    device=str(pred.model.device), dtype=str(pred.model.dtype).replace("torch.", ""))
     (out_dir / "summary.json").write_text(json_text(summary, indent=2) + "\n", encoding="utf-8")
     return summary
@@ -169,14 +168,11 @@ def eval_command(*, checkpoint, val_file, limit, max_new_tokens, batch_size, out
                  skip_bad_rows, device, dtype, base, json):
     "What `medsft_eval` does on a `--val-file` (its flags, in `medsft.commands`, are the keywords)."
     hf_logging.disable_progress_bar()
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, enable_thinking=think, do_sample=not greedy,
-                                  seed=seed)
-    summary = evaluate(checkpoint, val_file, n=limit, batch_size=batch_size, out_dir=output_dir, settings=settings,
+    summary = evaluate(checkpoint, val_file, n=limit, batch_size=batch_size, out_dir=output_dir, seed=seed,
+                       max_new_tokens=max_new_tokens, enable_thinking=think, do_sample=not greedy,
                        skip_bad_rows=skip_bad_rows, device=device, dtype=dtype, base=base)
-    if summary["replaced"]:
-        print(f"note: {summary['replaced']} predictions of another run (another checkpoint or other settings) "
-              "were replaced", file=sys.stderr)
-    if summary["skipped"]:
-        print(f"note: skipped {len(summary['skipped'])} bad rows: "
-              + "; ".join(f"{k}: {v}" for k, v in summary["skipped"].items()), file=sys.stderr)
+    if n := summary["replaced"]: print(f"note: {n} predictions of another run (another checkpoint or other "
+                                       "settings) were replaced", file=sys.stderr)
+    if s := summary["skipped"]: print(f"note: skipped {len(s)} bad rows: "
+                                      + "; ".join(f"{k}: {v}" for k, v in s.items()), file=sys.stderr)
     print(json_text(summary, indent=2) if json else format_summary(summary))

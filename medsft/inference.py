@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 from transformers.utils import logging as hf_logging
 
-from .chat import GenerationSettings, chat_messages, parse_response
+from .chat import GenerationSettings, chat_messages, parse_response, stream_parts
 from .data import DEFAULT_CHECKPOINT, check_rows
 from .files import DataError, ResumableOutput, json_text, read_jsonl, run_key
 from .model import IM_END_ID, TINY, load_model_and_tokenizer
@@ -57,10 +57,9 @@ class Predictor:
         self.load_seconds = time.perf_counter() - t0  # seconds spent loading
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError(f"{self.checkpoint}: the tokenizer has no chat template (chat_template.jinja)")
-        eos = self.model.generation_config.eos_token_id
-        eos = [eos] if isinstance(eos, int) else list(eos or [])
-        self.eos_token_id = [i for i in dict.fromkeys(eos + [self.tokenizer.eos_token_id])
-                             if i is not None] or [IM_END_ID]
+        eos = self.model.generation_config.eos_token_id  # an id, a list of them, or None
+        eos = [*([eos] if isinstance(eos, int) else eos or []), self.tokenizer.eos_token_id]
+        self.eos_token_id = [i for i in dict.fromkeys(eos) if i is not None] or [IM_END_ID]
         self.pad_token_id = (self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
                              else self.eos_token_id[0])
         self.last_stream = None  # `text`, `new_tokens`, `stopped` and `seconds` of the latest `stream`
@@ -104,15 +103,18 @@ def _record(self:Predictor, ids:list)->dict:
 
 @patch
 def check_context(self:Predictor,
-                  prompt_tokens:int, # tokens of the rendered prompt
-                  max_new_tokens:int, # the generation budget
+                  question_or_messages, # a question or a `messages` list
+                  settings:GenerationSettings, # its system prompt, thinking mode and `max_new_tokens`
                   what:str="the question", # names the row in the error
-                 ):
+                 )->int: # tokens of the rendered prompt
     "`DataError` when prompt + `max_new_tokens` exceed the model's context (its `max_position_embeddings`)."
+    prompt = self.prompt(question_or_messages, settings.system, settings.enable_thinking)
+    n, budget = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"]), settings.max_new_tokens
     context = getattr(self.model.config, "max_position_embeddings", None)
-    if context and prompt_tokens + max_new_tokens > context:
-        raise DataError(f"{what}: {prompt_tokens} prompt tokens + max_new_tokens {max_new_tokens} > the model's "
+    if context and n + budget > context:
+        raise DataError(f"{what}: {n} prompt tokens + max_new_tokens {budget} > the model's "
                         f"context of {context} tokens (max_position_embeddings); shorten it, or lower -m")
+    return n
 
 @patch
 def generate(self:Predictor,
@@ -126,10 +128,7 @@ def generate(self:Predictor,
     settings, kwargs = GenerationSettings.from_kwargs(settings, **kwargs)
     prompts = [self.prompt(q, settings.system, settings.enable_thinking) for q in questions]
     config = self.generation_config(settings)
-    lengths = ([len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-               if prompts else [])
-    for q, n in zip(questions, lengths):
-        self.check_context(n, settings.max_new_tokens, f"question {str(q)[:30]!r}")
+    lengths = [self.check_context(q, settings, f"question {str(q)[:30]!r}") for q in questions]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     if settings.seed is not None: torch.manual_seed(settings.seed)
     records = [None] * len(prompts)
@@ -144,8 +143,8 @@ def generate(self:Predictor,
 # %% ../nbs/04_inference.ipynb #c9df20e2
 class _CountingStreamer(TextIteratorStreamer):
     "`TextIteratorStreamer` that also counts the new tokens and notes the terminator (batch size 1)."
-    def __init__(self, tokenizer, eos_token_id, **kwargs):
-        super().__init__(tokenizer, **kwargs)
+    def __init__(self, tokenizer, eos_token_id):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
         self.eos, self.new_tokens, self.stopped = set(eos_token_id), 0, False
     def put(self, value):
         if not (self.skip_prompt and self.next_tokens_are_prompt):
@@ -171,28 +170,24 @@ def stream(self:Predictor,
           ): # a generator of text pieces (new text only, special tokens dropped)
     "Yield the new text piece by piece while the model generates it in a background thread."
     settings, kwargs = GenerationSettings.from_kwargs(settings, **kwargs)
+    self.check_context(question_or_messages, settings)
     enc = self.tokenizer([self.prompt(question_or_messages, settings.system, settings.enable_thinking)],
                          return_tensors="pt", add_special_tokens=False).to(self.model.device)
-    self.check_context(enc["input_ids"].shape[1], settings.max_new_tokens)
-    config = self.generation_config(settings)
-    streamer = _CountingStreamer(self.tokenizer, self.eos_token_id, skip_prompt=True,
-                                 skip_special_tokens=True)
+    config, streamer = self.generation_config(settings), _CountingStreamer(self.tokenizer, self.eos_token_id)
     cancel, errors = _Cancel(), []
     stopping = StoppingCriteriaList([*kwargs.pop("stopping_criteria", []), cancel])
     if settings.seed is not None: torch.manual_seed(settings.seed)
+    @torch.inference_mode()  # in the generating thread
     def work():
-        try:
-            with torch.inference_mode():
-                self.model.generate(**enc, generation_config=config, streamer=streamer,
-                                    stopping_criteria=stopping, **kwargs)
+        try: self.model.generate(**enc, generation_config=config, streamer=streamer,
+                                 stopping_criteria=stopping, **kwargs)
         except BaseException as e: errors.append(e); streamer.end()
     t0, thread, text = time.perf_counter(), threading.Thread(target=work, daemon=True), ""
     thread.start()
     try:
-        for piece in streamer:
-            if piece:
-                text += piece
-                yield piece
+        for piece in filter(None, streamer):  # the streamer also hands out empty pieces
+            text += piece
+            yield piece
     finally:
         cancel.event.set()
         thread.join()
@@ -212,12 +207,11 @@ def get_predictor(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`; a `Predic
     if isinstance(checkpoint, (tuple, list)): return Predictor(checkpoint)
     path = Path(str(checkpoint)).expanduser()
     key = (str(path.resolve()) if path.exists() else str(checkpoint), str(device), str(dtype), str(base))
-    if key in _PREDICTORS and _PREDICTORS[key].state != checkpoint_state(checkpoint): del _PREDICTORS[key]
-    if key not in _PREDICTORS:
-        _PREDICTORS[key] = Predictor(checkpoint, device=device, dtype=dtype, base=base)
-        while len(_PREDICTORS) > MAX_CACHED_PREDICTORS: _PREDICTORS.popitem(last=False)
-    _PREDICTORS.move_to_end(key)
-    return _PREDICTORS[key]
+    if (pred := _PREDICTORS.pop(key, None)) is None or pred.state != checkpoint_state(checkpoint):
+        pred = Predictor(checkpoint, device=device, dtype=dtype, base=base)
+    _PREDICTORS[key] = pred  # the most recently used last
+    while len(_PREDICTORS) > MAX_CACHED_PREDICTORS: _PREDICTORS.popitem(last=False)
+    return pred
 
 def clear_predictors():
     "Drop every cached `Predictor` (frees their memory once no one else holds them)."
@@ -256,11 +250,8 @@ def match_done(rows:list, # rows to answer
     "Match answered rows to `rows` by question, duplicates counted."
     pool = {}
     for d in done: pool.setdefault(_question_key(d), []).append(d)
-    todo, matched = [], {}
-    for i, r in enumerate(rows):
-        if pool.get(k := _question_key(r)): matched[i] = pool[k].pop(0)
-        else: todo.append(i)
-    return todo, matched
+    matched = {i: pool[k].pop(0) for i, r in enumerate(rows) if pool.get(k := _question_key(r))}
+    return [i for i in range(len(rows)) if i not in matched], matched
 
 def answer_todo(pred:Predictor, # the model
                 questions:list, # every row's question (str or `messages`)
@@ -307,12 +298,10 @@ class ChatBox:
         if question is not None: self.question.value = question
         self.think.value = self.answer.value = self.status.value = ""
         self.button.disabled = True
-        turn = {"role": "user", "content": self.question.value}
-        system = [{"role": "system", "content": self.settings.system}] if self.settings.system else []
-        try:
-            chat_messages(self.question.value)  # an empty question fails here, as a bare question would
-            msgs = system + self.messages + [turn]
-            for part, piece in stream_parts(self.predictor.stream(msgs, self.settings)):
+        try:  # an empty question fails here, as a bare question would
+            *system, turn = chat_messages(self.question.value, self.settings.system)
+            pieces = self.predictor.stream(system + self.messages + [turn], self.settings)
+            for part, piece in stream_parts(pieces):
                 box = self.think if part == "think" else self.answer
                 box.value = "" if piece is None else box.value + piece
         except ValueError as e:
@@ -330,6 +319,8 @@ class ChatBox:
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
 
 # %% ../nbs/04_inference.ipynb #7f49289e
+def _note(text:str): print(f"note: {text}", file=sys.stderr)  # what a command says besides its output
+
 def _file_questions(file, system:str, skip:bool)->tuple:
     "(rows, questions) of a JSONL file of questions, checked before any model loads; bad rows raise or are skipped."
     bad = []  # unparsable lines, skipped only with `skip`
@@ -344,9 +335,8 @@ def _file_questions(file, system:str, skip:bool)->tuple:
         except DataError as e:
             if not skip: raise
             dropped[lines[i]] = str(e)
-    if dropped:
-        print(f"note: skipped {len(dropped)} of {len(rows) + len(bad)} rows without a usable question: "
-              + "; ".join(f"{file}:{n}: {why}" for n, why in sorted(dropped.items())), file=sys.stderr)
+    if dropped: _note(f"skipped {len(dropped)} of {len(rows) + len(bad)} rows without a usable question: "
+                      + "; ".join(f"{file}:{n}: {why}" for n, why in sorted(dropped.items())))
     if not keep: raise DataError(f"{file}: no rows with a question to answer")
     return [rows[i] for i in keep], [rows[i][field[i]] for i in keep]
 
@@ -363,55 +353,45 @@ def predict_command(*, input, checkpoint, max_new_tokens, file, output, skip_bad
     settings = GenerationSettings(max_new_tokens=max_new_tokens, enable_thinking=think, system=system or None,
                                   do_sample=not greedy, temperature=temperature, top_p=top_p, top_k=top_k,
                                   repetition_penalty=repetition_penalty, seed=seed)  # checked before any load
-    if input is not None: chat_messages(input)  # an empty question fails before the model loads
-    if file is not None:
-        rows, questions = _file_questions(file, system, skip_bad_rows)
-        # the run: the checkpoint's files and the settings (`checkpoint_state` reads no weights)
-        out = ResumableOutput(output, run_key(checkpoint_state(checkpoint), settings.key(), batch_size))
-        if out.replaced: print(f"note: {output} held {out.replaced} answers of another run (another checkpoint "
-                               "or other settings): replaced", file=sys.stderr)
-        todo, matched = match_done(rows, out.done)
-        if matched: print(f"note: {output} already answers {len(matched)} of {len(rows)} rows; "
-                          + ("continuing" if todo else "nothing left to do"), file=sys.stderr)
-        if (other := len(out.done) - len(matched)) > 0:
-            print(f"note: {output} also holds {other} answers to questions not in {file}; "
-                  f"new answers go after them", file=sys.stderr)
-        if not todo: return
+    if file is not None: rows, questions = _file_questions(file, system, skip_bad_rows)
+    else:  # one question: a file of one row, printed; an empty question fails before the model loads
+        rows, questions = [dict(question=input)], [input]
+        chat_messages(input)
+    # the run: the checkpoint's files and the settings (`checkpoint_state` reads no weights); -o is for --file
+    out = ResumableOutput(file and output, run_key(checkpoint_state(checkpoint), settings.key(), batch_size))
+    if out.replaced: _note(f"{output} held {out.replaced} answers of another run (another checkpoint or "
+                           "other settings): replaced")
+    todo, matched = match_done(rows, out.done)
+    if matched: _note(f"{output} already answers {len(matched)} of {len(rows)} rows; "
+                      + ("continuing" if todo else "nothing left to do"))
+    if (other := len(out.done) - len(matched)) > 0:
+        _note(f"{output} also holds {other} answers to questions not in {file}; new answers go after them")
+    if not todo: return
     try: pred = get_predictor(checkpoint, device, dtype, base)
     except FileNotFoundError as e:
-        if str(checkpoint) == DEFAULT_CHECKPOINT and not Path(checkpoint).exists():
-            raise FileNotFoundError(f"{e}; train one with medsft_train, "
-                                    f"or try the demo model with -c {TINY}") from None
-        raise
+        if str(checkpoint) != DEFAULT_CHECKPOINT or Path(checkpoint).exists(): raise
+        raise FileNotFoundError(f"{e}; train one with medsft_train, "
+                                f"or try the demo model with -c {TINY}") from None
+    for i in list(todo):  # every row checked before the first answer
+        try: pred.check_context(questions[i], settings, f"{file}: row {i + 1}" if file else "the question")
+        except DataError as e:
+            if not (file and skip_bad_rows): raise
+            todo.remove(i); _note(f"skipped {e}")
     if stream:
         for piece in pred.stream(input, settings): print(piece, end="", flush=True)
         print()
         st = pred.last_stream
-        record = dict(parse_response(st["text"], stopped=st["stopped"]), stopped=st["stopped"])
-    elif file is not None:
-        prompt_tokens = lambda q: len(pred.tokenizer(pred.prompt(q, settings.system, settings.enable_thinking),
-                                                     add_special_tokens=False)["input_ids"])
-        for i in list(todo):  # every row checked before the first answer
-            try: pred.check_context(prompt_tokens(questions[i]), settings.max_new_tokens, f"{file}: row {i + 1}")
-            except DataError as e:
-                if not skip_bad_rows: raise
-                todo.remove(i); print(f"note: skipped {e}", file=sys.stderr)
-        unfinished = cut = 0
+        records = [dict(parse_response(st["text"], stopped=st["stopped"]), stopped=st["stopped"])]
+    else:
         with out:
+            records = []
             for i, rec in answer_todo(pred, questions, todo, batch_size, settings):
                 row = {**{f"gold_{k}" if k in rec else k: v for k, v in rows[i].items()}, **rec}
-                if output: out.write(row)
-                else: print(json_text(row), flush=True)
-                unfinished, cut = unfinished + (not rec["finished"]), cut + (not rec["stopped"])
-        if unfinished:
-            print(f"note: {unfinished} of {len(todo)} outputs unfinished: {cut} hit max_new_tokens "
-                  f"(raise -m), {unfinished - cut} ended before their think block closed", file=sys.stderr)
-        return
-    else:
-        record = pred.generate([input], settings)[0]
-        print(json_text(dict(question=input, **record)) if json else record["text"])
-    if not record["stopped"]:
-        print(f"note: stopped at max_new_tokens={max_new_tokens} before the end of the answer (raise -m)",
-              file=sys.stderr)
-    elif not record["finished"]:
-        print("note: the reply ended before its think block closed: no answer", file=sys.stderr)
+                if out.path: out.write(row)
+                else: print(json_text(row) if file or json else rec["text"], flush=True)
+                records.append(rec)
+    if unfinished := [r for r in records if not r["finished"]]:
+        cut = sum(not r["stopped"] for r in unfinished)
+        _note(f"{len(unfinished)} of {len(records)} outputs unfinished: {cut} stopped at max_new_tokens="
+              f"{max_new_tokens} (raise -m), {len(unfinished) - cut} ended before their think block closed "
+              "(no answer)")

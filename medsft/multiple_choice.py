@@ -113,12 +113,10 @@ def letter_token_ids(tokenizer, # the checkpoint's tokenizer
                      letters:str="ABCD", # option letters
                     )->list: # per letter, its token ids: `[id("A"), id(" A")]`, ...
     "The single-token spellings of each option letter; `ValueError` if a letter is not one token."
-    ids = []
-    for k in letters:
-        forms = [tokenizer.encode(s, add_special_tokens=False) for s in (k, " " + k)]
-        if any(len(f) != 1 for f in forms): raise ValueError(f"letter {k!r} is not a single token: {forms}")
-        ids.append([f[0] for f in forms])
-    return ids
+    forms = [[tokenizer.encode(s, add_special_tokens=False) for s in (k, " " + k)] for k in letters]
+    if bad := [(k, f) for k, f in zip(letters, forms) if any(len(x) != 1 for x in f)]:
+        raise ValueError(f"letter {bad[0][0]!r} is not a single token: {bad[0][1]}")
+    return [[x[0] for x in f] for f in forms]
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc016
 def score_choices(pred, # a `Predictor` (or anything `get_predictor` accepts)
@@ -247,9 +245,9 @@ def summarize_choices(records:list, # per-question records (`subject`, `correct`
         lo, hi = wilson_interval(k, n)
         return dict(accuracy=round(k / n, 4) if n else 0.0, n=n, correct=k, ci_low=round(lo, 4),
                     ci_high=round(hi, 4))
-    subjects = {}
-    for r in records: subjects.setdefault(r["subject"], []).append(r)
-    return dict(subjects={s: stats(rs) for s, rs in subjects.items()}, overall=stats(records))
+    subjects = dict.fromkeys(r["subject"] for r in records)  # in order of first appearance
+    return dict(subjects={s: stats([r for r in records if r["subject"] == s]) for s in subjects},
+                overall=stats(records))
 
 # %% ../nbs/04a_multiple_choice.ipynb #mc030
 def _answer_chunk(pred, chunk:list, letters:str, mode:str, batch_size:int, max_new_tokens:int)->list:
@@ -261,10 +259,8 @@ def _answer_chunk(pred, chunk:list, letters:str, mode:str, batch_size:int, max_n
     else:
         gens = pred.generate([c[3] for c in chunk], GenerationSettings(max_new_tokens=max_new_tokens,
                              do_sample=False, system=None), batch_size)  # the messages hold the system prompt
-        outs = []
-        for g in gens:
-            letter, status = parse_letter(g["text"], letters)
-            outs.append(dict(prediction=letter, status=status, finished=g["finished"], text=g["text"]))
+        outs = [dict(zip(("prediction", "status"), parse_letter(g["text"], letters)), finished=g["finished"],
+                     text=g["text"]) for g in gens]
     return [dict(subject=s, index=i, line=row["line"], answer=row["answer"], **o,
                  correct=o["prediction"] == row["answer"]) for (s, i, row, _), o in zip(chunk, outs)]
 
@@ -326,9 +322,7 @@ def compare_choices(first:dict, # `evaluate_choices` result of the first checkpo
     a, b = ({(r["subject"], r["index"]): r["correct"] for r in run["records"]} for run in (first, second))
     if a.keys() != b.keys():
         raise ValueError("the two runs did not answer the same questions (same --limit?)")
-    groups = {}
-    for key in a: groups.setdefault(key[0], []).append(key)
-    groups["overall"] = list(a)
+    groups = {s: [k for k in a if k[0] == s] for s in dict.fromkeys(k[0] for k in a)} | {"overall": list(a)}
     out = {}
     for s, keys in groups.items():
         only_first, only_second = sum(a[k] and not b[k] for k in keys), sum(b[k] and not a[k] for k in keys)
@@ -375,11 +369,9 @@ def benchmark_report(checkpoints:list, # one or two checkpoints (second: e.g. th
         raise ValueError(f"mode must be 'loglik' or 'think', not {mode!r}")
     bench = load_benchmark(benchmark, kwargs.pop("data_dir", None), kwargs.pop("columns", None))
     file_name = f"{Path(str(benchmark)).stem}-{mode}-{kwargs.get('shots', 0)}shot.jsonl"
-    runs = []
-    for c in checkpoints:  # `evaluate_choices` makes the records file's folder
-        out_file = Path(out_dir) / (Path(str(c).rstrip("/")).name or "model") / file_name
-        runs.append(dict(evaluate_choices(c, bench, out_file=out_file, progress=not as_json, **kwargs),
-                         benchmark=str(benchmark)))
+    folder = lambda c: Path(out_dir) / (Path(str(c).rstrip("/")).name or "model")
+    runs = [dict(evaluate_choices(c, bench, out_file=folder(c) / file_name, progress=not as_json, **kwargs),
+                 benchmark=str(benchmark)) for c in checkpoints]  # `evaluate_choices` makes the folders
     cmp = compare_choices(*runs) if len(runs) == 2 else None
     result = dict(checkpoints=[{k: v for k, v in r.items() if k != "records"} for r in runs],
                   **(dict(differences=cmp) if cmp else {}))
