@@ -418,3 +418,19 @@ def test_prompt_plus_budget_over_the_context_is_refused(tmp_path):
     p = cli(medsft_predict, "-f", src, "-c", TINY, "-m", context - 20, "--greedy", "--skip-bad-rows", "-o", out)
     eq(p.returncode, 0)
     assert "skipped" in p.stderr and "row 1" in p.stderr, p.stderr
+
+
+def test_chatbox_outside_a_notebook(trained):
+    "The ChatBox imported from the package (not the notebook's namespace) answers a follow-up with the history."
+    from medsft.inference import ChatBox
+    box = ChatBox(trained["full"], max_new_tokens=6, do_sample=False)
+    first = box.send("头痛怎么办？")
+    eq(set(first) >= {"think", "answer"}, True)
+    seen = []
+    real = box.predictor.stream
+    box.predictor.stream = lambda msgs, s: seen.append(msgs) or real(msgs, s)
+    box.send("还需要吃药吗？")
+    eq([m["role"] for m in seen[0]], ["system", "user", "assistant", "user"])  # the earlier exchange is sent
+    eq([m["content"] for m in box.messages if m["role"] == "user"], ["头痛怎么办？", "还需要吃药吗？"])
+    box.clear()
+    eq(box.messages, [])
