@@ -4,7 +4,7 @@
 
 # %% ../nbs/00c_chat.ipynb #98a897e8
 from __future__ import annotations
-import hashlib, json, unicodedata
+import unicodedata
 from dataclasses import asdict, dataclass, fields, replace
 from importlib import resources
 from .files import DataError

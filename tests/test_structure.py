@@ -1,6 +1,9 @@
 "The package's shape: imports point one way (no cycle, lazy imports included) and no private name crosses a module."
-import ast
+import ast, io
 from pathlib import Path
+
+from pyflakes.api import checkPath
+from pyflakes.reporter import Reporter
 
 import medsft
 
@@ -60,3 +63,11 @@ def test_the_rooms_are_below_their_users():
     assert g["files"] == set() or g["files"] <= {"cli"}, g["files"]  # the bottom
     assert g["chat"] <= {"files"}, g["chat"]
     assert "evaluation" not in g["inference"] | g["multiple_choice"]  # evaluation sits above both
+
+
+def test_every_name_a_module_uses_is_defined_there():
+    "pyflakes: no undefined name (one imported only by a notebook cell fails outside it), no unused import."
+    out = io.StringIO()
+    files = [p for p in sorted(PKG.glob("*.py")) if p.name != "_modidx.py"]
+    n = sum(checkPath(str(p), Reporter(out, out)) for p in files)
+    assert n == 0, out.getvalue()
