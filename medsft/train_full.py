@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['TrainConfig', 'run_config', 'write_run_config', 'check_output_dir', 'build_datasets', 'swanlab_mode', 'start_swanlab',
-           'prepare_model', 'build_trainer', 'predict_rows', 'plot_losses', 'run_sft', 'train_full', 'format_scores',
-           'medsft_train']
+           'prepare_model', 'build_trainer', 'predict_rows', 'show_prediction', 'plot_losses', 'run_sft', 'train_full',
+           'format_scores', 'medsft_train']
 
 # %% ../nbs/02_train_full.ipynb #93a4aa84
 import collections, contextlib, functools, importlib.util, io, json, os, shutil, statistics, sys, time
@@ -24,7 +24,7 @@ from .data import (check_tokenize_options, load_rows, load_split, row_key, token
                          validate_rows)
 from .inference import Predictor
 from .speed import checkpointing_needed, pack_collator, score_examples
-from .model import (COMPLETE_FILE, DEFAULT_BASE, RUN_CONFIG, eval_mode, is_complete,
+from .model import (COMPLETE_FILE, DEFAULT_BASE, IM_END_ID, PAD_ID, RUN_CONFIG, eval_mode, is_complete,
                           load_model_and_tokenizer, pick_device)
 from .trainer import LossGuard, SFTTrainer
 
@@ -278,15 +278,35 @@ def predict_rows(model, # a causal LM (or `PeftModel`), in training or eval mode
                  rows:list, # rows with a `question`, or conversations (answered after their last user turn)
                  max_new_tokens:int=256, # per answer
                  system:str=DEFAULT_SYSTEM_PROMPT, # system prompt
-                )->list: # `Predictor.generate` records with the `question` added
+                )->list: # `Predictor.generate` records, `question` (and a conversation's `turn`) added
     "Greedy answers to the rows' questions through `medsft.inference.Predictor`, in batches, KV cache on."
     if not rows: return []
     with eval_mode(model):
         recs = Predictor((model, tokenizer)).generate(
             [r["messages"][:-1] if "messages" in r else r["question"] for r in rows],
             GenerationSettings(max_new_tokens, do_sample=False, system=system))
-    return [dict(question=r["messages"][-2]["content"] if "messages" in r else r["question"], **rec)
-            for r, rec in zip(rows, recs)]
+    asked = lambda r: (dict(question=r["messages"][-2]["content"],  # a conversation: its last user message,
+                            turn=sum(m["role"] == "assistant" for m in r["messages"]))  # the k-th reply
+                       if "messages" in r else dict(question=r["question"]))
+    return [asked(r) | rec for r, rec in zip(rows, recs)]
+
+# %% ../nbs/02_train_full.ipynb #68ad264d
+_STOPS = {IM_END_ID: "<|im_end|>", PAD_ID: "<|endoftext|>"}
+
+def show_prediction(p:dict, # a `predict_rows` record
+                    width:int=120, # characters shown of the question, the think and the answer
+                   )->str: # four lines, the first starting with "Q: "
+    "One prediction, compact and labelled: the question, think and answer as short `repr`s, and how it ended."
+    more = lambda s: "…" if len(s) > width else ""
+    short = lambda s: f"{s[:width]!r}{more(s)} ({len(s)} chars)"
+    turn = f"(turn {p['turn']} of a conversation) " if p.get("turn") else ""
+    think = {True: "closed by </think>", False: "never closed", None: "none written"}[p["closed"]]
+    end = (f"stopped on {_STOPS.get(p['stop_token_id'], p['stop_token_id'])}" if p["stopped"]
+           else "no terminator: hit max_new_tokens")
+    return (f"Q: {turn}{p['question'][:width]}{more(p['question'])}\n"
+            f"  think: {short(p['think'])}\n  answer: {short(p['answer'])}\n"
+            f"  think block {think}; {end} ({p['new_tokens']} new tokens, {len(p['text'])} characters"
+            + (", all whitespace)" if p["text"] and not p["text"].strip() else ")"))
 
 # %% ../nbs/02_train_full.ipynb #ca0f2005
 def _summary_line(s:dict)->str:
@@ -398,9 +418,8 @@ def _run_sft(cfg, wrap_model, state, prec):
         reuse = ev and ev[0] == step and not cfg.load_best_model_at_end
         metrics = (ev[1] if reuse else trainer.evaluate()) if eval_ds else {}
         preds = predict_rows(model, tokenizer, val_rows[:cfg.num_predict], cfg.max_new_tokens, cfg.system)
-        for p in preds: print(f"Q: {p['question']}\nA: {p['text']}\n")
-        if swan and preds:
-            swanlab.log({"Prediction": [swanlab.Text(f"Q: {p['question']}\nA: {p['text']}") for p in preds]})
+        for p in preds: print(show_prediction(p) + "\n")
+        if swan and preds: swanlab.log({"Prediction": [swanlab.Text(show_prediction(p)) for p in preds]})
     finally:
         if swan: swanlab.finish()
     hist = trainer.state.log_history
