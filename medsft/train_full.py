@@ -199,8 +199,8 @@ def build_datasets(cfg:TrainConfig, # train/val_file, val_frac, seed, max_length
         _dropped("data", rep)
     rows, val_rows = rows[:cfg.max_train_rows], val_rows[:cfg.max_val_rows]
     if split_file:
-        src = lambda s: s if isinstance(s, (str, Path)) else f"<{len(s)} rows>"
-        rec = dict(train_file=str(src(cfg.train_file)), val_file=str(src(cfg.val_file)),
+        src = lambda k: _yaml_value(k, getattr(cfg, k))  # as the run config holds it: a row list as its count
+        rec = dict(train_file=src("train_file"), val_file=src("val_file"),
                    val_frac=cfg.val_frac, seed=cfg.seed, train=[row_key(r) for r in rows],
                    val=[row_key(r) for r in val_rows])
         Path(split_file).write_text(json.dumps(rec, ensure_ascii=False), encoding="utf-8")
@@ -247,9 +247,7 @@ def prepare_model(model, # a causal LM
         print(f"gradient checkpointing: {'on' if need else 'off'} "
               f"(by memory need, {tokens:,} tokens per forward pass)")
     if need:
-        on = getattr(model, "activation_checkpointing_enable", None)  # transformers 5's name
-        if on: on(activation_checkpointing_kwargs={"use_reentrant": False})
-        else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.config.use_cache = False
     return model
@@ -329,17 +327,13 @@ def plot_losses(log_history:list, # `trainer.state.log_history` (or `train_summa
     label = dict(loss="train", eval_loss="eval", eval_think_top1="</think>", eval_im_end_top1="<|im_end|>")
     rates = [k for k in ("eval_think_top1", "eval_im_end_top1") if pts(k)]
     fig = Figure(figsize=(8 if rates else 5, 3), dpi=80)
-    ax = fig.add_subplot(1, 2 if rates else 1, 1)
-    for key, style in (("loss", "-"), ("eval_loss", "o--")):
-        if pts(key): ax.plot(*zip(*pts(key)), style, label=label[key])
-    ax.set(xlabel="optimizer step", ylabel="loss (nats/token)", title=title)
-    ax.legend()
-    if rates:
-        ax2 = fig.add_subplot(1, 2, 2)
-        for key in rates: ax2.plot(*zip(*pts(key)), "o-", label=label[key])
-        ax2.set(xlabel="optimizer step", ylabel="top-1 where it belongs", ylim=(-0.05, 1.05),
-                title="format (eval)")
-        ax2.legend()
+    axes = fig.subplots(1, 2 if rates else 1, squeeze=False)[0]  # the losses; the rates beside them
+    for key, style in [("loss", "-"), ("eval_loss", "o--")] + [(k, "o-") for k in rates]:
+        if pts(key): axes[int(key in rates)].plot(*zip(*pts(key)), style, label=label[key])
+    axes[0].set(xlabel="optimizer step", ylabel="loss (nats/token)", title=title)
+    if rates: axes[1].set(xlabel="optimizer step", ylabel="top-1 where it belongs", ylim=(-0.05, 1.05),
+                          title="format (eval)")
+    for ax in axes: ax.legend()
     fig.tight_layout()
     if path: fig.savefig(path)
     return fig
@@ -422,11 +416,10 @@ def _run_sft(cfg, wrap_model, state, prec):
         if swan and preds: swanlab.log({"Prediction": [swanlab.Text(show_prediction(p)) for p in preds]})
     finally:
         if swan: swanlab.finish()
-    hist = trainer.state.log_history
+    st, hist = trainer.state, trainer.state.log_history
     last = next((h for h in reversed(hist) if "loss" in h), {})
-    s = dict(steps=trainer.state.global_step, tokens=trainer.state.num_input_tokens_seen,
-             seconds=round(time.time() - t0, 1),
-             train_loss_mean=result.training_loss if trainer.state.global_step > start_step else None,
+    s = dict(steps=st.global_step, tokens=st.num_input_tokens_seen, seconds=round(time.time() - t0, 1),
+             train_loss_mean=result.training_loss if st.global_step > start_step else None,
              last_logged_loss=last.get("loss"), last_logged_step=last.get("step"),
              **{k: metrics.get(k) for k in ("eval_loss", "eval_think_top1", "eval_im_end_top1")},
              output_dir=str(out), resumed_from=resume_from, device=prec.device, weights=str(prec.dtype)[6:],

@@ -149,6 +149,20 @@ def test_show_prediction(trained):
         "  think block never closed; no terminator: hit max_new_tokens"])
 
 
+def test_split_record_of_any_source(tmp_path):
+    "split.json names its sources as the run config does: val_file=None kept, a row list as its count."
+    from medsft.data import sample_rows
+    from medsft.model import load_tokenizer
+    from medsft.train_full import TrainConfig, build_datasets
+    for train_file, val_file in [("sample", None), (sample_rows()[:6], "")]:
+        cfg = TrainConfig(model=TINY, train_file=train_file, val_file=val_file, output_dir=tmp_path/"out",
+                          max_length=256)
+        build_datasets(cfg, load_tokenizer(TINY), tmp_path/"split.json")
+        rec = json.loads((tmp_path/"split.json").read_text(encoding="utf-8"))
+        want = "sample" if train_file == "sample" else "<6 rows>"
+        eq((rec["train_file"], rec["val_file"]), (want, val_file))
+
+
 def test_lora_refuses_tied_targets(tmp_path):
     r = run("medsft_train_lora", *SMALL, "--max-steps", "1", "--target-modules", "q_proj", "lm_head",
             "--output-dir", tmp_path/"x", ok=False)
