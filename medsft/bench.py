@@ -6,7 +6,7 @@
 __all__ = ['PATHS', 'matmul_peak', 'matmul_params', 'bench_one', 'run_bench', 'format_bench']
 
 # %% ../nbs/02b_bench.ipynb #c1552ebc
-import contextlib, importlib.util, io, itertools, platform, statistics, sys, tempfile, threading, time
+import contextlib, importlib.util, io, itertools, platform, statistics, sys, tempfile, threading, time, timeit
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -14,7 +14,6 @@ import psutil
 import torch
 from transformers import (AutoConfig, AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainerCallback,
                           TrainingArguments)
-from transformers.trainer_utils import SaveStrategy
 
 from . import train_full
 from .data import load_rows, split_rows, to_messages, tokenize_cached, validate_rows
@@ -33,8 +32,7 @@ def _setup(cfg, work:Path)->dict: # `cfg`: a `medsft.commands.BenchConfig`
         folder = tiny_qwen3(work/"model", seed=cfg.seed, **{k: getattr(cfg, k) for k in TINY_SIZES})
     tok = load_tokenizer(folder if (folder/"tokenizer_config.json").exists() else "tiny-qwen3")
     src = cfg.data or "sample"
-    rows, _ = validate_rows(load_rows(src))
-    train_rows, val_rows = split_rows(rows)
+    train_rows, val_rows = split_rows(validate_rows(load_rows(src))[0])
     ex = lambda rs: tokenize_cached(rs, tok, max_length=cfg.max_length)[0]
     return dict(device=device, autocast=autocast, folder=folder, tokenizer=tok, source=str(src),
                 train_rows=train_rows, train=ex(train_rows), val=ex(val_rows)[:cfg.heldout_rows])
@@ -65,10 +63,9 @@ def _count(trainer, head_at:str)->dict:
     step = trainer.training_step
     def counting_step(model, inputs, *args, **kw):
         ids, mask = inputs["input_ids"], inputs.get("attention_mask")
-        sup = int((inputs["labels"][:, 1:] != -100).sum())
         n["processed"] += ids.numel()
         n["non_padding"] += int(mask.sum()) if mask is not None else ids.numel()
-        n["supervised"] += sup
+        n["supervised"] += (sup := int((inputs["labels"][:, 1:] != -100).sum()))
         n["head"] += sup if head_at == "supervised" else ids.numel()
         return step(model, inputs, *args, **kw)
     trainer.training_step = counting_step
@@ -85,12 +82,7 @@ def matmul_peak(device="cpu", # where to time
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     a @ b; sync()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(4): a @ b
-        sync()
-        best = min(best, (time.perf_counter() - t) / 4)
+    best = min(timeit.repeat(lambda: ([a @ b for _ in range(4)], sync()), number=1, repeat=repeats)) / 4
     return 2 * n**3 / best
 
 def matmul_params(model)->tuple: # (weights in the decoder's linear layers, weights of the output layer)
@@ -118,10 +110,10 @@ def _medsft(cfg, s, model, out):
     c = train_full.TrainConfig(model=str(s["folder"]), output_dir=str(out), max_steps=cfg.steps,
                                logging_steps=1, learning_rate=cfg.learning_rate, max_length=cfg.max_length,
                                seed=cfg.seed, per_device_train_batch_size=cfg.batch, progress=False,
-                               swanlab_mode="disabled", dtype=s["autocast"] or "fp32")
+                               swanlab_mode="disabled", dtype=s["autocast"] or "fp32",
+                               save_strategy="no")  # no checkpoint inside the timed loop
     with contextlib.redirect_stdout(io.StringIO()): model = train_full.prepare_model(model, c, s["autocast"])
     trainer = train_full.build_trainer(c, model, s["tokenizer"], s["train"], None, s["autocast"])
-    trainer.args.save_strategy = SaveStrategy.NO  # no checkpoint inside the timed loop
     return trainer, "supervised"
 
 def _trl(cfg, s, model, out):
@@ -168,12 +160,9 @@ def bench_one(name:str, # a key of `PATHS`
 # %% ../nbs/02b_bench.ipynb #e7c4ebeb
 def _ratios(reps:list, key:str="tokens_per_s")->dict:
     "Per-repeat ratios of `key` between paths, then their median, min and max."
-    out = {}
-    for a, b in itertools.permutations(reps[0], 2):
-        if b in ("reference", "trl"):
-            v = [r[a][key] / r[b][key] for r in reps]
-            out[f"{a}/{b}"] = dict(median=statistics.median(v), min=min(v), max=max(v), values=v)
-    return out
+    spread = lambda v: dict(median=statistics.median(v), min=min(v), max=max(v), values=v)
+    return {f"{a}/{b}": spread([r[a][key] / r[b][key] for r in reps])
+            for a, b in itertools.permutations(reps[0], 2) if b in ("reference", "trl")}
 
 def run_bench(cfg, # the settings: a `medsft.commands.BenchConfig`
               **kwargs, # its fields to override, e.g. `steps=2`

@@ -110,10 +110,9 @@ def decide_precision(cuda_available:bool, # `torch.cuda.is_available()`
     if not training: return Precision(device, dt, None, reason)
     if pure_bf16 and dt != torch.bfloat16:
         raise ValueError(f"pure_bf16 needs dtype bf16 (got {str(dt)[6:]} on {device})")
-    if pure_bf16:
-        warnings.warn("pure_bf16: weights and AdamW state in bf16 (half the memory of fp32 master weights); "
-                      "updates smaller than ~1/256 of a weight are lost, so small learning rates leave "
-                      "weights such as RMSNorm's unchanged", stacklevel=2)
+    if pure_bf16: warnings.warn("pure_bf16: weights and AdamW state in bf16 (half the memory of fp32 master "
+                                "weights); updates smaller than ~1/256 of a weight are lost, so small "
+                                "learning rates leave weights such as RMSNorm's unchanged", stacklevel=2)
     half = dt == torch.float16 or (device != "cpu" and want is None)  # fp16 asked, or a GPU without bf16
     autocast = "bf16" if dt == torch.bfloat16 else "fp16" if half else None
     return Precision(device, torch.bfloat16 if pure_bf16 else torch.float32, autocast, reason)

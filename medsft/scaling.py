@@ -65,8 +65,7 @@ def memory_estimate(config, # a `QWEN3_SHAPES` name, a `config.json` path, a dic
     q, kv = c["num_attention_heads"] * d, c["num_key_value_heads"] * d
     P, T = n["total"], batch_size * max_length
     if method == "full":
-        trainable = P
-        weights = 4 * P / (num_shards if zero_stage == 3 else 1)
+        trainable, weights = P, 4 * P / (num_shards if zero_stage == 3 else 1)
         grads, optimizer = 4 * P / num_shards, 8 * P / num_shards
     else:
         # q, k, v, o, gate, up, down

@@ -74,11 +74,9 @@ def output_layer(model):
         return base.get_decoder(), head.weight
 
 # %% ../nbs/02a_speed.ipynb #2e54676b
-def pack_collator(return_flash_attn_kwargs:bool=False, # also return `cu_seq_lens_*` (flash-attention kernels)
-                 )->DataCollatorWithFlattening:
+def pack_collator()->DataCollatorWithFlattening:
     "Collate examples (`input_ids`, `labels`) into one padding-free row; `position_ids` restart per example."
-    return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100,
-                                      return_flash_attn_kwargs=return_flash_attn_kwargs)
+    return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
 
 # %% ../nbs/02a_speed.ipynb #efb80d84
 @torch.no_grad()
@@ -113,11 +111,9 @@ def score_examples(model, # a causal LM (or a `PeftModel`)
                 sup = (lab != -100).nonzero().flatten().tolist()
                 first = lambda tok, default=None: next((p for p in sup if lab[p] == tok), default)
                 last = sup[-1] if sup else None  # no `<|im_end|>` (the reference's way): where it belongs
-                targets = [(THINK_END_ID, first(THINK_END_ID)), (IM_END_ID, first(IM_END_ID, last))]
-                for tok, p in targets:
-                    if not p: continue  # none, or at an example's first position (nothing predicts it)
-                    logits_p = head(s + p - 1)
-                    ranks[tok].append(int((logits_p > logits_p[tok]).sum()) + 1)
+                for tok, p in ((THINK_END_ID, first(THINK_END_ID)), (IM_END_ID, first(IM_END_ID, last))):
+                    if p:  # not none, nor at an example's first position (nothing predicts that one)
+                        ranks[tok].append(int(((at := head(s + p - 1)) > at[tok]).sum()) + 1)
     return dict(loss_sum=loss, tokens=tokens, think_ranks=ranks[THINK_END_ID], im_end_ranks=ranks[IM_END_ID])
 
 # %% ../nbs/02a_speed.ipynb #d543fd79
@@ -147,8 +143,7 @@ def checkpointing_needed(model, # the causal LM (or a `PeftModel`) to train
                         )->bool:
     "Whether one training step would overflow `budget` without gradient checkpointing."
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    cfg = unwrap_peft(model).config
-    need = step_memory(cfg, trained, tokens, act_bytes, full_logits)["total"]
+    need = step_memory(unwrap_peft(model).config, trained, tokens, act_bytes, full_logits)["total"]
     if budget is None:
         budget = 0.8 * free_memory(device) + sum(p.numel() * p.element_size() for p in model.parameters())
     return need > budget

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['TrainConfig', 'run_config', 'write_run_config', 'check_output_dir', 'build_datasets', 'swanlab_mode', 'start_swanlab',
-           'prepare_model', 'build_trainer', 'predict_rows', 'plot_losses', 'run_sft', 'train_full', 'format_scores',
-           'medsft_train']
+           'prepare_model', 'build_trainer', 'predict_rows', 'show_prediction', 'plot_losses', 'run_sft', 'train_full',
+           'format_scores', 'medsft_train']
 
 # %% ../nbs/02_train_full.ipynb #93a4aa84
 import collections, contextlib, functools, importlib.util, io, json, os, shutil, statistics, sys, time
@@ -24,7 +24,7 @@ from .data import (check_tokenize_options, load_rows, load_split, row_key, token
                          validate_rows)
 from .inference import Predictor
 from .speed import checkpointing_needed, pack_collator, score_examples
-from .model import (COMPLETE_FILE, DEFAULT_BASE, RUN_CONFIG, eval_mode, is_complete,
+from .model import (COMPLETE_FILE, DEFAULT_BASE, IM_END_ID, PAD_ID, RUN_CONFIG, eval_mode, is_complete,
                           load_model_and_tokenizer, pick_device)
 from .trainer import LossGuard, SFTTrainer
 
@@ -199,8 +199,8 @@ def build_datasets(cfg:TrainConfig, # train/val_file, val_frac, seed, max_length
         _dropped("data", rep)
     rows, val_rows = rows[:cfg.max_train_rows], val_rows[:cfg.max_val_rows]
     if split_file:
-        src = lambda s: s if isinstance(s, (str, Path)) else f"<{len(s)} rows>"
-        rec = dict(train_file=str(src(cfg.train_file)), val_file=str(src(cfg.val_file)),
+        src = lambda k: _yaml_value(k, getattr(cfg, k))  # as the run config holds it: a row list as its count
+        rec = dict(train_file=src("train_file"), val_file=src("val_file"),
                    val_frac=cfg.val_frac, seed=cfg.seed, train=[row_key(r) for r in rows],
                    val=[row_key(r) for r in val_rows])
         Path(split_file).write_text(json.dumps(rec, ensure_ascii=False), encoding="utf-8")
@@ -247,9 +247,7 @@ def prepare_model(model, # a causal LM
         print(f"gradient checkpointing: {'on' if need else 'off'} "
               f"(by memory need, {tokens:,} tokens per forward pass)")
     if need:
-        on = getattr(model, "activation_checkpointing_enable", None)  # transformers 5's name
-        if on: on(activation_checkpointing_kwargs={"use_reentrant": False})
-        else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.config.use_cache = False
     return model
@@ -278,15 +276,35 @@ def predict_rows(model, # a causal LM (or `PeftModel`), in training or eval mode
                  rows:list, # rows with a `question`, or conversations (answered after their last user turn)
                  max_new_tokens:int=256, # per answer
                  system:str=DEFAULT_SYSTEM_PROMPT, # system prompt
-                )->list: # `Predictor.generate` records with the `question` added
+                )->list: # `Predictor.generate` records, `question` (and a conversation's `turn`) added
     "Greedy answers to the rows' questions through `medsft.inference.Predictor`, in batches, KV cache on."
     if not rows: return []
     with eval_mode(model):
         recs = Predictor((model, tokenizer)).generate(
             [r["messages"][:-1] if "messages" in r else r["question"] for r in rows],
             GenerationSettings(max_new_tokens, do_sample=False, system=system))
-    return [dict(question=r["messages"][-2]["content"] if "messages" in r else r["question"], **rec)
-            for r, rec in zip(rows, recs)]
+    asked = lambda r: (dict(question=r["messages"][-2]["content"],  # a conversation: its last user message,
+                            turn=sum(m["role"] == "assistant" for m in r["messages"]))  # the k-th reply
+                       if "messages" in r else dict(question=r["question"]))
+    return [asked(r) | rec for r, rec in zip(rows, recs)]
+
+# %% ../nbs/02_train_full.ipynb #68ad264d
+_STOPS = {IM_END_ID: "<|im_end|>", PAD_ID: "<|endoftext|>"}
+
+def show_prediction(p:dict, # a `predict_rows` record
+                    width:int=120, # characters shown of the question, the think and the answer
+                   )->str: # four lines, the first starting with "Q: "
+    "One prediction, compact and labelled: the question, think and answer as short `repr`s, and how it ended."
+    more = lambda s: "…" if len(s) > width else ""
+    short = lambda s: f"{s[:width]!r}{more(s)} ({len(s)} chars)"
+    turn = f"(turn {p['turn']} of a conversation) " if p.get("turn") else ""
+    think = {True: "closed by </think>", False: "never closed", None: "none written"}[p["closed"]]
+    end = (f"stopped on {_STOPS.get(p['stop_token_id'], p['stop_token_id'])}" if p["stopped"]
+           else "no terminator: hit max_new_tokens")
+    return (f"Q: {turn}{p['question'][:width]}{more(p['question'])}\n"
+            f"  think: {short(p['think'])}\n  answer: {short(p['answer'])}\n"
+            f"  think block {think}; {end} ({p['new_tokens']} new tokens, {len(p['text'])} characters"
+            + (", all whitespace)" if p["text"] and not p["text"].strip() else ")"))
 
 # %% ../nbs/02_train_full.ipynb #ca0f2005
 def _summary_line(s:dict)->str:
@@ -309,17 +327,13 @@ def plot_losses(log_history:list, # `trainer.state.log_history` (or `train_summa
     label = dict(loss="train", eval_loss="eval", eval_think_top1="</think>", eval_im_end_top1="<|im_end|>")
     rates = [k for k in ("eval_think_top1", "eval_im_end_top1") if pts(k)]
     fig = Figure(figsize=(8 if rates else 5, 3), dpi=80)
-    ax = fig.add_subplot(1, 2 if rates else 1, 1)
-    for key, style in (("loss", "-"), ("eval_loss", "o--")):
-        if pts(key): ax.plot(*zip(*pts(key)), style, label=label[key])
-    ax.set(xlabel="optimizer step", ylabel="loss (nats/token)", title=title)
-    ax.legend()
-    if rates:
-        ax2 = fig.add_subplot(1, 2, 2)
-        for key in rates: ax2.plot(*zip(*pts(key)), "o-", label=label[key])
-        ax2.set(xlabel="optimizer step", ylabel="top-1 where it belongs", ylim=(-0.05, 1.05),
-                title="format (eval)")
-        ax2.legend()
+    axes = fig.subplots(1, 2 if rates else 1, squeeze=False)[0]  # the losses; the rates beside them
+    for key, style in [("loss", "-"), ("eval_loss", "o--")] + [(k, "o-") for k in rates]:
+        if pts(key): axes[int(key in rates)].plot(*zip(*pts(key)), style, label=label[key])
+    axes[0].set(xlabel="optimizer step", ylabel="loss (nats/token)", title=title)
+    if rates: axes[1].set(xlabel="optimizer step", ylabel="top-1 where it belongs", ylim=(-0.05, 1.05),
+                          title="format (eval)")
+    for ax in axes: ax.legend()
     fig.tight_layout()
     if path: fig.savefig(path)
     return fig
@@ -398,16 +412,14 @@ def _run_sft(cfg, wrap_model, state, prec):
         reuse = ev and ev[0] == step and not cfg.load_best_model_at_end
         metrics = (ev[1] if reuse else trainer.evaluate()) if eval_ds else {}
         preds = predict_rows(model, tokenizer, val_rows[:cfg.num_predict], cfg.max_new_tokens, cfg.system)
-        for p in preds: print(f"Q: {p['question']}\nA: {p['text']}\n")
-        if swan and preds:
-            swanlab.log({"Prediction": [swanlab.Text(f"Q: {p['question']}\nA: {p['text']}") for p in preds]})
+        for p in preds: print(show_prediction(p) + "\n")
+        if swan and preds: swanlab.log({"Prediction": [swanlab.Text(show_prediction(p)) for p in preds]})
     finally:
         if swan: swanlab.finish()
-    hist = trainer.state.log_history
+    st, hist = trainer.state, trainer.state.log_history
     last = next((h for h in reversed(hist) if "loss" in h), {})
-    s = dict(steps=trainer.state.global_step, tokens=trainer.state.num_input_tokens_seen,
-             seconds=round(time.time() - t0, 1),
-             train_loss_mean=result.training_loss if trainer.state.global_step > start_step else None,
+    s = dict(steps=st.global_step, tokens=st.num_input_tokens_seen, seconds=round(time.time() - t0, 1),
+             train_loss_mean=result.training_loss if st.global_step > start_step else None,
              last_logged_loss=last.get("loss"), last_logged_step=last.get("step"),
              **{k: metrics.get(k) for k in ("eval_loss", "eval_think_top1", "eval_im_end_top1")},
              output_dir=str(out), resumed_from=resume_from, device=prec.device, weights=str(prec.dtype)[6:],

@@ -6,12 +6,12 @@
 __all__ = ['QWEN3_LORA_TARGETS', 'TIED', 'LoraTrainConfig', 'wrap_lora', 'train_lora', 'merge_adapter', 'medsft_train_lora']
 
 # %% ../nbs/03_train_lora.ipynb #9f73d2a6
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, TaskType, get_peft_model
+from transformers import AutoConfig
 
 from .model import finish_folder, load_model_and_tokenizer, peft_quiet
 from .cli import command
@@ -66,11 +66,6 @@ def train_lora(config:LoraTrainConfig=None, # the run settings; None: the defaul
     return run_sft(replace(config, **kwargs) if config else LoraTrainConfig(**kwargs), wrap_model=wrap_lora)
 
 # %% ../nbs/03_train_lora.ipynb #c0f64506
-def _saved_dtype(folder:Path)->torch.dtype:
-    "The dtype a model folder's `config.json` records (`dtype` or the older `torch_dtype`); fp32 if none."
-    cfg = json.loads((Path(folder)/"config.json").read_text(encoding="utf-8"))
-    return getattr(torch, str(cfg.get("dtype") or cfg.get("torch_dtype") or "float32"))
-
 def merge_adapter(adapter_dir, # an adapter folder (final or `checkpoint-N`)
                   out_dir, # where the merged model goes (created)
                   base=None, # base model folder/id; None: the one recorded in `adapter_config.json`
@@ -80,8 +75,8 @@ def merge_adapter(adapter_dir, # an adapter folder (final or `checkpoint-N`)
     if not hasattr(model, "merge_and_unload"):
         raise ValueError(f"{adapter_dir}: a full model, not a LoRA adapter (no adapter_config.json): "
                          f"nothing to merge; use the folder as it is")
-    base_dir = Path(model.get_base_model().name_or_path)
-    merged = model.merge_and_unload().to(_saved_dtype(base_dir))
+    base_dir = model.get_base_model().name_or_path  # its config.json's dtype (or torch_dtype); none: fp32
+    merged = model.merge_and_unload().to(AutoConfig.from_pretrained(base_dir).dtype or torch.float32)
     merged.save_pretrained(out_dir)
     return finish_folder(out_dir, tokenizer, base_dir)
 

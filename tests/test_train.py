@@ -1,7 +1,7 @@
 """CLI round trips of medsft.train_full and medsft.train_lora: --help, train, resume, refuse, LoRA -> merge -> predict.
 The commands run in this process (`conftest.cli`); only the kill-and-resume test starts processes (it kills them),
 and it is in the slow tier."""
-import contextlib, json, os, shutil, subprocess, sys
+import contextlib, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -126,6 +126,43 @@ def test_lora_merge_predict(trained, tmp_path):
     assert "nowhere" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+def test_show_prediction(trained):
+    "A row and a conversation's second reply, answered by the trained tiny model, shown compact and labelled."
+    from medsft.data import sample_conversations, sample_rows
+    from medsft.train_full import predict_rows, show_prediction
+    model, tok = load_model_and_tokenizer(trained["full"], device="cpu")
+    conv = sample_conversations()[0]
+    preds = predict_rows(model, tok, [sample_rows()[0], conv], max_new_tokens=6)
+    eq([p.get("turn") for p in preds], [None, 2])
+    asked = [("", sample_rows()[0]["question"]),
+             ("(turn 2 of a conversation) ", conv["messages"][-2]["content"])]
+    for p, (turn, q) in zip(preds, asked):
+        text = show_prediction(dict(p, text="\n" * 200, think="x" * 130, answer="\n", new_tokens=6), width=20)
+        eq(text.split("\n")[:3], [f"Q: {turn}{q[:20]}" + ("…" if len(q) > 20 else ""),
+                                  f"  think: {'x' * 20!r}… (130 chars)", "  answer: '\\n' (1 chars)"])
+        assert text.endswith("(6 new tokens, 200 characters, all whitespace)"), text
+        assert show_prediction(p).count("\n") == 3  # four lines, whatever the model wrote
+    stops = [dict(preds[0], stopped=True, stop_token_id=IM_END_ID, closed=True),
+             dict(preds[0], stopped=False, stop_token_id=None, closed=False)]
+    eq([show_prediction(p).split("\n")[3].split(" (")[0] for p in stops],
+       ["  think block closed by </think>; stopped on <|im_end|>",
+        "  think block never closed; no terminator: hit max_new_tokens"])
+
+
+def test_split_record_of_any_source(tmp_path):
+    "split.json names its sources as the run config does: val_file=None kept, a row list as its count."
+    from medsft.data import sample_rows
+    from medsft.model import load_tokenizer
+    from medsft.train_full import TrainConfig, build_datasets
+    for train_file, val_file in [("sample", None), (sample_rows()[:6], "")]:
+        cfg = TrainConfig(model=TINY, train_file=train_file, val_file=val_file, output_dir=tmp_path/"out",
+                          max_length=256)
+        build_datasets(cfg, load_tokenizer(TINY), tmp_path/"split.json")
+        rec = json.loads((tmp_path/"split.json").read_text(encoding="utf-8"))
+        want = "sample" if train_file == "sample" else "<6 rows>"
+        eq((rec["train_file"], rec["val_file"]), (want, val_file))
+
+
 def test_lora_refuses_tied_targets(tmp_path):
     r = run("medsft_train_lora", *SMALL, "--max-steps", "1", "--target-modules", "q_proj", "lm_head",
             "--output-dir", tmp_path/"x", ok=False)
@@ -145,6 +182,11 @@ def test_real_slice_data_train_predict(tmp_path):
             "--learning-rate", "1e-3", "--eval-steps", "2", "--eval-on-start", "--no-progress", cwd=tmp_path)
     assert "val: 2 rows -> 2 examples" in r.stdout, r.stdout
     assert "train_loss_mean" in r.stdout and "last_logged_loss" in r.stdout, r.stdout  # losses named for what they are
+    # the prediction, four labelled lines: the question, short reprs of think and answer, how the reply ended
+    pred = re.search(r"^Q: (.*)\n  think: '.*' \(\d+ chars\)\n  answer: '.*' \(\d+ chars\)\n  think block "
+                     r"(closed by </think>|never closed|none written); .*\(4 new tokens, \d+ characters",
+                     r.stdout, re.M)
+    assert pred and pred[1] == read_jsonl(tmp_path/"val.jsonl")[0]["question"][:120], r.stdout
     s = json.loads((out/"train_summary.json").read_text(encoding="utf-8"))
     eq(s["steps"], 2)
     evals = [h["eval_loss"] for h in s["log_history"] if "eval_loss" in h]
