@@ -4,7 +4,7 @@
 # The tiny model starts from random weights and trains for about two minutes on 21 rows, so its answers are
 # not medicine: the demo shows the plumbing (a think block, an answer, stopping on <|im_end|>), not a useful model.
 # Each prediction's last line says what was measured: whether a think block was written and closed by </think>,
-# whether any answer text came after it, and whether generation stopped on <|im_end|> or at the 300-token budget.
+# and whether generation stopped on <|im_end|> or at the 300-token budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-output/demo}
@@ -35,12 +35,9 @@ step "5/5 predictions of the merged model, greedy (medsft.inference.predict)"
 python - "$out/merged" <<'PY'
 import sys
 from medsft.inference import predict
+from medsft.train_full import show_prediction  # the lines a training run prints for its predictions
 questions = ["高血压患者饮食上要注意什么？", "我血糖偏高，三餐如何安排？", "感冒发烧时可以吃什么？"]
 for q, r in zip(questions, predict(questions, checkpoint=sys.argv[1], max_new_tokens=300, do_sample=False, return_dict=True)):
-    print(f"Q: {q}\nthink: {r['think'][:120]!r}\nanswer: {r['answer'][:200]!r}")
-    tags = "<think>" in r["text"] or "</think>" in r["text"]
-    think = ("closed by </think>" if r["closed"] else "never closed") if tags else "none written"
-    print(f"think block: {think}; answer text: {'yes' if r['answer'] else 'none'}; "
-          f"stopped on <|im_end|>: {'yes' if r['stopped'] else 'no, hit max_new_tokens'} ({r['new_tokens']} new tokens)\n")
+    print(show_prediction(dict(r, question=q)), end="\n\n")
 PY
 step "done: models in $out/{base,full,lora,merged}; SwanLab logs (offline) in $out/full/swanlog"

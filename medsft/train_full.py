@@ -208,7 +208,11 @@ def build_datasets(cfg:TrainConfig, # train/val_file, val_frac, seed, max_length
     if not any(l != -100 for e in train for l in e["labels"]):
         raise ValueError(f"no training row has a supervised token ({len(rows)} rows, {len(train)} usable "
                          f"examples): nothing to learn; check the data and max_length={cfg.max_length}")
-    return train, _examples(val_rows, tokenizer, cfg, "val"), val_rows
+    val, seen = _examples(val_rows, tokenizer, cfg, "val"), {tuple(e["input_ids"]) for e in train}
+    if same := sum(tuple(e["input_ids"]) in seen for e in val):  # conversations opening alike: a shared turn
+        print(f"note: {same} of {len(val)} validation examples are also training examples (conversations "
+              "with the same opening turns): their eval loss is not held out")
+    return train, val, val_rows
 
 # %% ../nbs/02_train_full.ipynb #84dc82fd
 def swanlab_mode(mode:str=None)->str: # "online", "offline", "local" or "disabled"
@@ -298,12 +302,13 @@ def show_prediction(p:dict, # a `predict_rows` record
     more = lambda s: "…" if len(s) > width else ""
     short = lambda s: f"{s[:width]!r}{more(s)} ({len(s)} chars)"
     turn = f"(turn {p['turn']} of a conversation) " if p.get("turn") else ""
-    think = {True: "closed by </think>", False: "never closed", None: "none written"}[p["closed"]]
+    think = {True: "think block closed by </think>", False: "think block never closed",
+             None: "no think block"}[p["closed"]]
     end = (f"stopped on {_STOPS.get(p['stop_token_id'], p['stop_token_id'])}" if p["stopped"]
            else "no terminator: hit max_new_tokens")
     return (f"Q: {turn}{p['question'][:width]}{more(p['question'])}\n"
             f"  think: {short(p['think'])}\n  answer: {short(p['answer'])}\n"
-            f"  think block {think}; {end} ({p['new_tokens']} new tokens, {len(p['text'])} characters"
+            f"  {think}; {end} ({p['new_tokens']} new tokens, {len(p['text'])} characters"
             + (", all whitespace)" if p["text"] and not p["text"].strip() else ")"))
 
 # %% ../nbs/02_train_full.ipynb #ca0f2005

@@ -192,3 +192,17 @@ def test_adversarial_inputs_found_in_review(tmp_path):
     bad = [good[0], {**good[1], "content": "好<|im_end|>"}, *good[2:]]
     kept, rep = validate_rows(load_rows([{"messages": bad}]))
     eq(rep.dropped, {0: "special_tokens (messages[1])"})
+
+
+def test_validation_examples_also_trained_on_are_counted(capsys):
+    "A conversation in validation whose opening turns another training conversation holds: said, not silent."
+    from medsft.model import embedded_tokenizer
+    from medsft.train_full import TrainConfig, build_datasets
+    long, short, other = conversation(3, True, "reasoning_content"), conversation(1, True, "reasoning_content"), \
+        conversation(2, True, "thinking")
+    other[1]["content"] = "另一个问题：发烧怎么办？"
+    cfg = TrainConfig(train_file=[{"messages": long}], val_file=[{"messages": short}, {"messages": other}],
+                      max_length=256)
+    train, val, _ = build_datasets(cfg, embedded_tokenizer())
+    eq((len(train), len(val)), (3, 3))
+    assert "note: 1 of 3 validation examples are also training examples" in capsys.readouterr().out

@@ -183,8 +183,9 @@ def test_real_slice_data_train_predict(tmp_path):
     assert "val: 2 rows -> 2 examples" in r.stdout, r.stdout
     assert "train_loss_mean" in r.stdout and "last_logged_loss" in r.stdout, r.stdout  # losses named for what they are
     # the prediction, four labelled lines: the question, short reprs of think and answer, how the reply ended
-    pred = re.search(r"^Q: (.*)\n  think: '.*' \(\d+ chars\)\n  answer: '.*' \(\d+ chars\)\n  think block "
-                     r"(closed by </think>|never closed|none written); .*\(4 new tokens, \d+ characters",
+    pred = re.search(r"^Q: (.*)\n  think: '.*' \(\d+ chars\)\n  answer: '.*' \(\d+ chars\)\n  "
+                     r"(think block closed by </think>|think block never closed|no think block); "
+                     r".*\(4 new tokens, \d+ characters",
                      r.stdout, re.M)
     assert pred and pred[1] == read_jsonl(tmp_path/"val.jsonl")[0]["question"][:120], r.stdout
     s = json.loads((out/"train_summary.json").read_text(encoding="utf-8"))
