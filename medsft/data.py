@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #4f3ef04e
 from __future__ import annotations
-import bisect, contextlib, hashlib, inspect, itertools, json, math, random, re, warnings
+import contextlib, hashlib, inspect, itertools, json, math, random, re, warnings
 from dataclasses import dataclass, field, asdict
 from importlib import resources
 from pathlib import Path
@@ -489,7 +489,8 @@ def _check_text(msgs, tokenizer):
 
 # %% ../nbs/00_data.ipynb #73bea82a
 def _fit_think(msgs, tokenizer, max_length, kw):
-    "Messages whose last think is the longest prefix that fits; `TooLongError` when even no think fits."
+    ("Messages whose last think is cut to a prefix that fits while one more character does not (a binary search: "
+     "token counts are almost, not exactly, monotone in characters); `TooLongError` when even no think fits.")
     think, answer = think_and_answer(msgs[-1])
     prompt = _chat_ids(tokenizer, [msgs[:-1]], add_generation_prompt=True, **kw)[0]
     last = {k: v for k, v in msgs[-1].items() if k != "reasoning_content"}
@@ -506,8 +507,11 @@ def _fit_think(msgs, tokenizer, max_length, kw):
         if lo < k < hi:
             if len(ids(k)[0]) <= max_length: lo = k
             else: hi = k; break
-    size = lambda k: len(ids(k)[0])  # then a binary search: the largest k that fits
-    return ids(lo + bisect.bisect(range(lo + 1, hi), max_length, key=size))
+    while hi - lo > 1:  # then a binary search
+        mid = (lo + hi) // 2
+        if len(ids(mid)[0]) <= max_length: lo = mid
+        else: hi = mid
+    return ids(lo)
 
 def _fit_history(msgs, tokenizer, max_length, kw):
     "`(messages, (input_ids, labels))` without the fewest oldest whole exchanges that fit (or all but the last)."

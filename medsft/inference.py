@@ -322,7 +322,7 @@ class ChatBox:
 def _note(text:str): print(f"note: {text}", file=sys.stderr)  # what a command says besides its output
 
 def _file_questions(file, system:str, skip:bool)->tuple:
-    "(rows, questions) of a JSONL file of questions, checked before any model loads; bad rows raise or are skipped."
+    "(rows, questions, line numbers) of a JSONL file of questions, checked before any model loads; bad rows raise or are skipped."
     bad = []  # unparsable lines, skipped only with `skip`
     rows, lines = read_jsonl(file, with_lines=True, skip_bad_lines=skip, bad_lines=bad)
     field = [question_field(r) for r in rows]
@@ -338,7 +338,7 @@ def _file_questions(file, system:str, skip:bool)->tuple:
     if dropped: _note(f"skipped {len(dropped)} of {len(rows) + len(bad)} rows without a usable question: "
                       + "; ".join(f"{file}:{n}: {why}" for n, why in sorted(dropped.items())))
     if not keep: raise DataError(f"{file}: no rows with a question to answer")
-    return [rows[i] for i in keep], [rows[i][field[i]] for i in keep]
+    return [rows[i] for i in keep], [rows[i][field[i]] for i in keep], [lines[i] for i in keep]
 
 def predict_command(*, input, checkpoint, max_new_tokens, file, output, skip_bad_rows, think, stream, system,
                     json, greedy, seed, temperature, top_p, top_k, repetition_penalty, batch_size, device,
@@ -350,15 +350,16 @@ def predict_command(*, input, checkpoint, max_new_tokens, file, output, skip_bad
     if stream and (file or json):
         raise ValueError("--stream prints one question's text: use it without --file and --json")
     if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if output and file is None: raise ValueError("-o/--output is where the answers to --file go; -i prints its answer")
     settings = GenerationSettings(max_new_tokens=max_new_tokens, enable_thinking=think, system=system or None,
                                   do_sample=not greedy, temperature=temperature, top_p=top_p, top_k=top_k,
                                   repetition_penalty=repetition_penalty, seed=seed)  # checked before any load
-    if file is not None: rows, questions = _file_questions(file, system, skip_bad_rows)
+    if file is not None: rows, questions, lines = _file_questions(file, system, skip_bad_rows)
     else:  # one question: a file of one row, printed; an empty question fails before the model loads
-        rows, questions = [dict(question=input)], [input]
+        rows, questions, lines = [dict(question=input)], [input], [None]
         chat_messages(input)
     # the run: the checkpoint's files and the settings (`checkpoint_state` reads no weights); -o is for --file
-    out = ResumableOutput(file and output, run_key(checkpoint_state(checkpoint), settings.key(), batch_size))
+    out = ResumableOutput(file and output or None, run_key(checkpoint_state(checkpoint), settings.key(), batch_size))
     if out.replaced: _note(f"{output} held {out.replaced} answers of another run (another checkpoint or "
                            "other settings): replaced")
     todo, matched = match_done(rows, out.done)
@@ -373,7 +374,7 @@ def predict_command(*, input, checkpoint, max_new_tokens, file, output, skip_bad
         raise FileNotFoundError(f"{e}; train one with medsft_train, "
                                 f"or try the demo model with -c {TINY}") from None
     for i in list(todo):  # every row checked before the first answer
-        try: pred.check_context(questions[i], settings, f"{file}: row {i + 1}" if file else "the question")
+        try: pred.check_context(questions[i], settings, f"{file}:{lines[i]}" if file else "the question")
         except DataError as e:
             if not (file and skip_bad_rows): raise
             todo.remove(i); _note(f"skipped {e}")
@@ -391,7 +392,7 @@ def predict_command(*, input, checkpoint, max_new_tokens, file, output, skip_bad
                 else: print(json_text(row) if file or json else rec["text"], flush=True)
                 records.append(rec)
     if unfinished := [r for r in records if not r["finished"]]:
-        cut = sum(not r["stopped"] for r in unfinished)
-        _note(f"{len(unfinished)} of {len(records)} outputs unfinished: {cut} stopped at max_new_tokens="
-              f"{max_new_tokens} (raise -m), {len(unfinished) - cut} ended before their think block closed "
-              "(no answer)")
+        cut, open_ = sum(not r["stopped"] for r in unfinished), sum(r["stopped"] for r in unfinished)
+        why = [f"{cut} stopped at max_new_tokens={max_new_tokens} (raise -m)" * bool(cut),
+               f"{open_} ended before the think block closed (no answer)" * bool(open_)]
+        _note(f"{len(unfinished)} of {len(records)} outputs unfinished: " + ", ".join(filter(None, why)))

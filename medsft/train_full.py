@@ -99,7 +99,7 @@ class TrainConfig(TrainingArguments):
 def _yaml_value(k:str, v):
     if k.endswith("_token"): return None  # secrets are never written
     if isinstance(v, Path): return str(v)
-    if isinstance(v, list) and v and isinstance(v[0], dict): return f"<{len(v)} rows>"
+    if k.endswith("_file") and not isinstance(v, (str, Path, type(None))): return f"<{len(v)} rows>"  # rows given
     return v
 
 _no_gpu = functools.cache(lambda: pick_device(None)[0] == "cpu")  # a CUDA query: asked once per process
@@ -182,8 +182,9 @@ def _check_overlap(rows:list, val_rows:list, cfg)->None:
     train_keys = {row_key(r, normalize=True) for r in rows}  # as users write: full/half width
     both = [i for i, r in enumerate(val_rows) if row_key(r, normalize=True) in train_keys]
     if both and not cfg.allow_eval_overlap:
-        raise ValueError(f"{cfg.val_file}: {len(both)} of its {len(val_rows)} rows are also training rows "
-                         f"(in {cfg.train_file}; first: validation row {both[0] + 1}); evaluation would "
+        src = lambda k: _yaml_value(k, getattr(cfg, k))  # a file's name; rows given: their count
+        raise ValueError(f"{src('val_file')}: {len(both)} of its {len(val_rows)} rows are also training rows "
+                         f"(in {src('train_file')}; first: validation row {both[0] + 1}); evaluation would "
                          f"score rows the model trained on: use a disjoint file, or set allow_eval_overlap")
 
 def build_datasets(cfg:TrainConfig, # train/val_file, val_frac, seed, max_length, truncation, system, row caps

@@ -413,11 +413,12 @@ def test_prompt_plus_budget_over_the_context_is_refused(tmp_path):
     src = write_jsonl([dict(question=QUESTION), dict(question="咳嗽")], tmp_path / "q.jsonl")
     p = cli(medsft_predict, "-f", src, "-c", TINY, "-m", context - 20, "--greedy")
     eq(p.returncode, 2)
-    assert "q.jsonl: row 1" in p.stderr, p.stderr  # the longer question; nothing generated before the check
+    assert "q.jsonl:1:" in p.stderr, p.stderr  # the longer question; nothing generated before the check
     out = tmp_path / "out.jsonl"
+    src = write_jsonl([dict(answer="no question"), dict(question=QUESTION), dict(question="咳嗽")], tmp_path/"q2.jsonl")
     p = cli(medsft_predict, "-f", src, "-c", TINY, "-m", context - 20, "--greedy", "--skip-bad-rows", "-o", out)
     eq(p.returncode, 0)
-    assert "skipped" in p.stderr and "row 1" in p.stderr, p.stderr
+    assert "q2.jsonl:1: missing" in p.stderr and "q2.jsonl:2: " in p.stderr, p.stderr  # file lines, not positions
 
 
 def test_chatbox_outside_a_notebook(trained):
@@ -434,3 +435,16 @@ def test_chatbox_outside_a_notebook(trained):
     eq([m["content"] for m in box.messages if m["role"] == "user"], ["头痛怎么办？", "还需要吃药吗？"])
     box.clear()
     eq(box.messages, [])
+
+
+def test_output_flag_edges_and_the_unfinished_note(tmp_path):
+    "-o '' prints (as without -o); -o with -i is refused before loading; the note names only what happened."
+    src = write_jsonl([dict(question=QUESTION)], tmp_path/"q.jsonl")
+    p = cli(medsft_predict, "-f", src, "-c", TINY, "-m", 4, "--greedy", "-o", "")
+    eq(p.returncode, 0)
+    eq(json.loads(p.stdout)["question"], QUESTION)
+    assert "1 of 1 outputs unfinished: 1 stopped at max_new_tokens=4 (raise -m)\n" in p.stderr, p.stderr
+    assert "think block" not in p.stderr, p.stderr  # nothing ended inside an open think block: not mentioned
+    p = cli(medsft_predict, "-i", QUESTION, "-c", "no/such/model", "-o", tmp_path/"a.jsonl")
+    one_line_error(p, "-o/--output", "--file")
+    assert not (tmp_path/"a.jsonl").exists()

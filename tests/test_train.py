@@ -154,13 +154,18 @@ def test_split_record_of_any_source(tmp_path):
     from medsft.data import sample_rows
     from medsft.model import load_tokenizer
     from medsft.train_full import TrainConfig, build_datasets
-    for train_file, val_file in [("sample", None), (sample_rows()[:6], "")]:
+    import datasets
+    from dataclasses import replace
+    rows = sample_rows()[:6]
+    for train_file, val_file, want in [("sample", None, ("sample", None)), (rows, "", ("<6 rows>", "")),
+                                       (datasets.Dataset.from_list(rows), sample_rows()[6:8], ("<6 rows>", "<2 rows>"))]:
         cfg = TrainConfig(model=TINY, train_file=train_file, val_file=val_file, output_dir=tmp_path/"out",
                           max_length=256)
         build_datasets(cfg, load_tokenizer(TINY), tmp_path/"split.json")
         rec = json.loads((tmp_path/"split.json").read_text(encoding="utf-8"))
-        want = "sample" if train_file == "sample" else "<6 rows>"
-        eq((rec["train_file"], rec["val_file"]), (want, val_file))
+        eq((rec["train_file"], rec["val_file"]), want)
+    with pytest.raises(ValueError, match=r"^<2 rows>: 2 of its 2 rows are also training rows \(in <6 rows>;"):
+        build_datasets(replace(cfg, val_file=rows[:2]), load_tokenizer(TINY))  # named, not printed whole
 
 
 def test_lora_refuses_tied_targets(tmp_path):
