@@ -284,12 +284,13 @@ def predict_rows(model, # a causal LM (or `PeftModel`), in training or eval mode
                 )->list: # `Predictor.generate` records, `question` (and a conversation's `turn`) added
     "Greedy answers to the rows' questions through `medsft.inference.Predictor`, in batches, KV cache on."
     if not rows: return []
+    upto = lambda m: m[:max(i for i, x in enumerate(m) if x["role"] == "user") + 1]  # through the last user turn
     with eval_mode(model):
         recs = Predictor((model, tokenizer)).generate(
-            [r["messages"][:-1] if "messages" in r else r["question"] for r in rows],
+            [upto(r["messages"]) if "messages" in r else r["question"] for r in rows],
             GenerationSettings(max_new_tokens, do_sample=False, system=system))
-    asked = lambda r: (dict(question=r["messages"][-2]["content"],  # a conversation: its last user message,
-                            turn=sum(m["role"] == "assistant" for m in r["messages"]))  # the k-th reply
+    asked = lambda r: (dict(question=upto(r["messages"])[-1]["content"],  # a conversation: its last user message,
+                            turn=sum(m["role"] == "assistant" for m in upto(r["messages"])) + 1)  # the k-th reply
                        if "messages" in r else dict(question=r["question"]))
     return [asked(r) | rec for r, rec in zip(rows, recs)]
 

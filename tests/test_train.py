@@ -132,8 +132,10 @@ def test_show_prediction(trained):
     from medsft.train_full import predict_rows, show_prediction
     model, tok = load_model_and_tokenizer(trained["full"], device="cpu")
     conv = sample_conversations()[0]
-    preds = predict_rows(model, tok, [sample_rows()[0], conv], max_new_tokens=6)
-    eq([p.get("turn") for p in preds], [None, 2])
+    asking = {"messages": conv["messages"][:-1]}  # ends on the user's turn: answered after it
+    preds = predict_rows(model, tok, [sample_rows()[0], conv, asking], max_new_tokens=6)
+    eq([p.get("turn") for p in preds], [None, 2, 2])
+    eq(preds[2]["question"], conv["messages"][-2]["content"])
     asked = [("", sample_rows()[0]["question"]),
              ("(turn 2 of a conversation) ", conv["messages"][-2]["content"])]
     for p, (turn, q) in zip(preds, asked):
