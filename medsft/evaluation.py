@@ -126,7 +126,7 @@ def evaluate(checkpoint=DEFAULT_CHECKPOINT, # as for `Predictor`
     summary = dict(checkpoint=pred.checkpoint, val_file=str(val_file), **_summary(records, settings),
                    answered_now=len(todo), tokens_per_second=round(tokens / seconds, 1) if todo else None,
                    seconds=round(seconds, 1), batch_size=batch_size, replaced=out.replaced,
-                   skipped=skipped,
+                   skipped=skipped, out_dir=str(out_dir),
                    device=str(pred.model.device), dtype=str(pred.model.dtype).replace("torch.", ""))
     (out_dir / "summary.json").write_text(json_text(summary, indent=2) + "\n", encoding="utf-8")
     return summary
@@ -159,7 +159,8 @@ def format_summary(summary:dict)->str: # a two-column text table
              ("ROUGE-L F1 (answer only)", f"{summary['rouge_l']:.2f}"),
              ("finished", f"{round(summary['finished'] * n)}/{n} ({summary['finished']:.0%})"),
              ("with think block", f"{summary['with_think']:.0%}"),
-             ("mean new tokens", summary["mean_new_tokens"]), ("tokens/s", summary["tokens_per_second"]),
+             ("mean new tokens", summary["mean_new_tokens"]),
+             ("tokens/s", summary["tokens_per_second"] or "n/a (nothing answered now)"),
              ("max_new_tokens", summary["max_new_tokens"]), ("text normalised", summary["normalization"])]
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
@@ -175,4 +176,8 @@ def eval_command(*, checkpoint, val_file, limit, max_new_tokens, batch_size, out
                                        "settings) were replaced", file=sys.stderr)
     if s := summary["skipped"]: print(f"note: skipped {len(s)} bad rows: "
                                       + "; ".join(f"{k}: {v}" for k, v in s.items()), file=sys.stderr)
+    k = summary["n"] - summary["answered_now"]
+    reused = f", {k} reused from an earlier run with these settings" if k else ""
+    print(f"note: wrote {summary['out_dir']}: predictions.jsonl, summary.json ({summary['answered_now']} answered now"
+          f"{reused})", file=sys.stderr)
     print(json_text(summary, indent=2) if json else format_summary(summary))

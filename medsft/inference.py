@@ -372,7 +372,7 @@ def predict_command(*, input, checkpoint, max_new_tokens, file, output, skip_bad
     except FileNotFoundError as e:
         if str(checkpoint) != DEFAULT_CHECKPOINT or Path(checkpoint).exists(): raise
         raise FileNotFoundError(f"{e}; train one with medsft_train, "
-                                f"or try the demo model with -c {TINY}") from None
+                                "or after `make demo` -c output/demo/merged") from None
     for i in list(todo):  # every row checked before the first answer
         try: pred.check_context(questions[i], settings, f"{file}:{lines[i]}" if file else "the question")
         except DataError as e:
@@ -391,6 +391,7 @@ def predict_command(*, input, checkpoint, max_new_tokens, file, output, skip_bad
                 if out.path: out.write(row)
                 else: print(json_text(row) if file or json else rec["text"], flush=True)
                 records.append(rec)
+        if out.path: _note(f"wrote {len(records)} answers to {output} ({len(out.done) + len(records)} in all)")
     if unfinished := [r for r in records if not r["finished"]]:
         cut, open_ = sum(not r["stopped"] for r in unfinished), sum(r["stopped"] for r in unfinished)
         why = [f"{cut} stopped at max_new_tokens={max_new_tokens} (raise -m)" * bool(cut),

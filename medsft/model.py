@@ -96,7 +96,7 @@ def decide_precision(cuda_available:bool, # `torch.cuda.is_available()`
         if dt == torch.float16 and training:
             raise ValueError("fp16 training on CPU is not supported: use dtype fp32 or bf16")
         if dt == torch.float16: warnings.warn("fp16 weights on CPU are slow and overflow in Qwen3; prefer fp32")
-        hint = "; this CPU has bf16 units: dtype bf16 computes faster" if cpu_bf16 and want is None else ""
+        hint = "; this CPU has bf16 units: --dtype bf16 computes faster" if cpu_bf16 and want is None else ""
         reason += f"; {str(dt)[6:]}{hint}"
     else:
         if want == torch.bfloat16 and not bf16_supported:

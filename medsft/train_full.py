@@ -468,7 +468,7 @@ def format_scores(model, # a causal LM
                 eval_loss=s["loss_sum"] / max(s["tokens"], 1))
 
 # %% ../nbs/02_train_full.ipynb #35ce192c
-@command(spec=TrainConfig)
+@command(spec=TrainConfig, short=dict(output_dir="-o"))
 def medsft_train(config:TrainConfig, # the run settings: `--config FILE`, then the flags
                 ):
     ("Full-parameter SFT of Qwen3 on question/think/answer rows (the reference `train.py`); "

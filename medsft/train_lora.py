@@ -81,7 +81,7 @@ def merge_adapter(adapter_dir, # an adapter folder (final or `checkpoint-N`)
     return finish_folder(out_dir, tokenizer, base_dir)
 
 # %% ../nbs/03_train_lora.ipynb #03bd3fa6
-@command(spec=LoraTrainConfig)
+@command(spec=LoraTrainConfig, short=dict(output_dir="-o"))
 def medsft_train_lora(config:LoraTrainConfig, # the run settings: `--config FILE`, then the flags
                      ):
     ("LoRA SFT of Qwen3 on question/think/answer rows (the reference `train_lora.py`); "

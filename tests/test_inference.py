@@ -445,6 +445,8 @@ def test_output_flag_edges_and_the_unfinished_note(tmp_path):
     eq(json.loads(p.stdout)["question"], QUESTION)
     assert "1 of 1 outputs unfinished: 1 stopped at max_new_tokens=4 (raise -m)\n" in p.stderr, p.stderr
     assert "think block" not in p.stderr, p.stderr  # nothing ended inside an open think block: not mentioned
+    p = cli(medsft_predict, "-f", src, "-c", TINY, "-m", 4, "--greedy", "-o", tmp_path/"o.jsonl")
+    assert f"wrote 1 answers to {tmp_path/'o.jsonl'} (1 in all)" in p.stderr, p.stderr  # where the answers went
     p = cli(medsft_predict, "-i", QUESTION, "-c", "no/such/model", "-o", tmp_path/"a.jsonl")
     one_line_error(p, "-o/--output", "--file")
     assert not (tmp_path/"a.jsonl").exists()
