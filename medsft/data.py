@@ -489,8 +489,9 @@ def _check_text(msgs, tokenizer):
 
 # %% ../nbs/00_data.ipynb #73bea82a
 def _fit_think(msgs, tokenizer, max_length, kw):
-    ("Messages whose last think is cut to a prefix that fits while one more character does not (a binary search: "
-     "token counts are almost, not exactly, monotone in characters); `TooLongError` when even no think fits.")
+    ("Messages whose last think is cut to a prefix that fits while one more character does not "
+     "(a binary search: token counts are almost, not exactly, monotone in characters); "
+     "`TooLongError` when even no think fits.")
     think, answer = think_and_answer(msgs[-1])
     prompt = _chat_ids(tokenizer, [msgs[:-1]], add_generation_prompt=True, **kw)[0]
     last = {k: v for k, v in msgs[-1].items() if k != "reasoning_content"}

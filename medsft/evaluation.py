@@ -178,6 +178,6 @@ def eval_command(*, checkpoint, val_file, limit, max_new_tokens, batch_size, out
                                       + "; ".join(f"{k}: {v}" for k, v in s.items()), file=sys.stderr)
     k = summary["n"] - summary["answered_now"]
     reused = f", {k} reused from an earlier run with these settings" if k else ""
-    print(f"note: wrote {summary['out_dir']}: predictions.jsonl, summary.json ({summary['answered_now']} answered now"
-          f"{reused})", file=sys.stderr)
+    print(f"note: wrote {summary['out_dir']}: predictions.jsonl, summary.json "
+          f"({summary['answered_now']} answered now{reused})", file=sys.stderr)
     print(json_text(summary, indent=2) if json else format_summary(summary))

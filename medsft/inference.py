@@ -322,7 +322,8 @@ class ChatBox:
 def _note(text:str): print(f"note: {text}", file=sys.stderr)  # what a command says besides its output
 
 def _file_questions(file, system:str, skip:bool)->tuple:
-    "(rows, questions, line numbers) of a JSONL file of questions, checked before any model loads; bad rows raise or are skipped."
+    ("(rows, questions, line numbers) of a JSONL file of questions, checked before any model loads; "
+     "bad rows raise or are skipped.")
     bad = []  # unparsable lines, skipped only with `skip`
     rows, lines = read_jsonl(file, with_lines=True, skip_bad_lines=skip, bad_lines=bad)
     field = [question_field(r) for r in rows]
@@ -350,7 +351,8 @@ def predict_command(*, input, checkpoint, max_new_tokens, file, output, skip_bad
     if stream and (file or json):
         raise ValueError("--stream prints one question's text: use it without --file and --json")
     if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if output and file is None: raise ValueError("-o/--output is where the answers to --file go; -i prints its answer")
+    if output and file is None:
+        raise ValueError("-o/--output is where the answers to --file go; -i prints its answer")
     settings = GenerationSettings(max_new_tokens=max_new_tokens, enable_thinking=think, system=system or None,
                                   do_sample=not greedy, temperature=temperature, top_p=top_p, top_k=top_k,
                                   repetition_penalty=repetition_penalty, seed=seed)  # checked before any load
@@ -359,7 +361,8 @@ def predict_command(*, input, checkpoint, max_new_tokens, file, output, skip_bad
         rows, questions, lines = [dict(question=input)], [input], [None]
         chat_messages(input)
     # the run: the checkpoint's files and the settings (`checkpoint_state` reads no weights); -o is for --file
-    out = ResumableOutput(file and output or None, run_key(checkpoint_state(checkpoint), settings.key(), batch_size))
+    key = run_key(checkpoint_state(checkpoint), settings.key(), batch_size)
+    out = ResumableOutput(file and output or None, key)
     if out.replaced: _note(f"{output} held {out.replaced} answers of another run (another checkpoint or "
                            "other settings): replaced")
     todo, matched = match_done(rows, out.done)
@@ -391,7 +394,8 @@ def predict_command(*, input, checkpoint, max_new_tokens, file, output, skip_bad
                 if out.path: out.write(row)
                 else: print(json_text(row) if file or json else rec["text"], flush=True)
                 records.append(rec)
-        if out.path: _note(f"wrote {len(records)} answers to {output} ({len(out.done) + len(records)} in all)")
+        if out.path:
+            _note(f"wrote {len(records)} answers to {output} ({len(out.done) + len(records)} in all)")
     if unfinished := [r for r in records if not r["finished"]]:
         cut, open_ = sum(not r["stopped"] for r in unfinished), sum(r["stopped"] for r in unfinished)
         why = [f"{cut} stopped at max_new_tokens={max_new_tokens} (raise -m)" * bool(cut),

@@ -390,11 +390,13 @@ def load_model_and_tokenizer(path_or_id, # `TINY`, a model/checkpoint/adapter fo
         recorded = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
         base = base or recorded.get("base_model_name_or_path")
         if not base:
-            raise ValueError(f"{folder}: adapter_config.json records no base_model_name_or_path; pass base= (--base)")
+            raise ValueError(f"{folder}: adapter_config.json records no base_model_name_or_path; "
+                             "pass base= (--base)")
         try: model_dir = _resolve(base)
         except (FileNotFoundError, ConnectionError) as e:
-            raise FileNotFoundError(f"{folder}: the adapter's base model {base!r} is missing ({e}); a relative "
-                                    "path is read from the current folder; pass base= (--base)") from None
+            raise FileNotFoundError(f"{folder}: the adapter's base model {base!r} is missing ({e}); "
+                                    "a relative path is read from the current folder; "
+                                    "pass base= (--base)") from None
     _check_model_folder(model_dir)
     if adapter and not any((folder / w).exists() for w in ("adapter_model.safetensors", "adapter_model.bin")):
         raise FileNotFoundError(f"{folder}: no adapter weights (adapter_model.safetensors)")

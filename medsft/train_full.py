@@ -99,8 +99,12 @@ class TrainConfig(TrainingArguments):
 def _yaml_value(k:str, v):
     if k.endswith("_token"): return None  # secrets are never written
     if isinstance(v, Path): return str(v)
-    if k.endswith("_file") and not isinstance(v, (str, Path, type(None))): return f"<{len(v)} rows>"  # rows given
+    if k.endswith("_file") and not isinstance(v, (str, Path, type(None))):
+        return f"<{len(v)} rows>"  # rows given, not a file: their count
     return v
+
+def _source(cfg, k:str): # "train_file" or "val_file"
+    return _yaml_value(k, getattr(cfg, k))  # as the run config holds it: a file's name, or a row list's count
 
 _no_gpu = functools.cache(lambda: pick_device(None)[0] == "cpu")  # a CUDA query: asked once per process
 
@@ -182,10 +186,11 @@ def _check_overlap(rows:list, val_rows:list, cfg)->None:
     train_keys = {row_key(r, normalize=True) for r in rows}  # as users write: full/half width
     both = [i for i, r in enumerate(val_rows) if row_key(r, normalize=True) in train_keys]
     if both and not cfg.allow_eval_overlap:
-        src = lambda k: _yaml_value(k, getattr(cfg, k))  # a file's name; rows given: their count
-        raise ValueError(f"{src('val_file')}: {len(both)} of its {len(val_rows)} rows are also training rows "
-                         f"(in {src('train_file')}; first: validation row {both[0] + 1}); evaluation would "
-                         f"score rows the model trained on: use a disjoint file, or set allow_eval_overlap")
+        raise ValueError(f"{_source(cfg, 'val_file')}: {len(both)} of its {len(val_rows)} rows are also "
+                         f"training rows (in {_source(cfg, 'train_file')}; "
+                         f"first: validation row {both[0] + 1}); "
+                         "evaluation would score rows the model trained on: use a disjoint file, "
+                         "or set allow_eval_overlap")
 
 def build_datasets(cfg:TrainConfig, # train/val_file, val_frac, seed, max_length, truncation, system, row caps
                    tokenizer, # the model's tokenizer (with its chat template)
@@ -200,8 +205,7 @@ def build_datasets(cfg:TrainConfig, # train/val_file, val_frac, seed, max_length
         _dropped("data", rep)
     rows, val_rows = rows[:cfg.max_train_rows], val_rows[:cfg.max_val_rows]
     if split_file:
-        src = lambda k: _yaml_value(k, getattr(cfg, k))  # as the run config holds it: a row list as its count
-        rec = dict(train_file=src("train_file"), val_file=src("val_file"),
+        rec = dict(train_file=_source(cfg, "train_file"), val_file=_source(cfg, "val_file"),
                    val_frac=cfg.val_frac, seed=cfg.seed, train=[row_key(r) for r in rows],
                    val=[row_key(r) for r in val_rows])
         Path(split_file).write_text(json.dumps(rec, ensure_ascii=False), encoding="utf-8")
@@ -284,15 +288,16 @@ def predict_rows(model, # a causal LM (or `PeftModel`), in training or eval mode
                 )->list: # `Predictor.generate` records, `question` (and a conversation's `turn`) added
     "Greedy answers to the rows' questions through `medsft.inference.Predictor`, in batches, KV cache on."
     if not rows: return []
-    upto = lambda m: m[:max(i for i, x in enumerate(m) if x["role"] == "user") + 1]  # through the last user turn
+    last_user = lambda m: max(i for i, x in enumerate(m) if x["role"] == "user")
+    upto = lambda m: m[:last_user(m) + 1]  # a conversation through its last user turn
+    asked = [upto(r["messages"]) if "messages" in r else r["question"] for r in rows]
     with eval_mode(model):
         recs = Predictor((model, tokenizer)).generate(
-            [upto(r["messages"]) if "messages" in r else r["question"] for r in rows],
-            GenerationSettings(max_new_tokens, do_sample=False, system=system))
-    asked = lambda r: (dict(question=upto(r["messages"])[-1]["content"],  # a conversation: its last user message,
-                            turn=sum(m["role"] == "assistant" for m in upto(r["messages"])) + 1)  # the k-th reply
-                       if "messages" in r else dict(question=r["question"]))
-    return [asked(r) | rec for r, rec in zip(rows, recs)]
+            asked, GenerationSettings(max_new_tokens, do_sample=False, system=system))
+    about = lambda a: (dict(question=a[-1]["content"],  # its last user message; the k-th reply
+                            turn=sum(m["role"] == "assistant" for m in a) + 1) if isinstance(a, list)
+                       else dict(question=a))
+    return [about(a) | rec for a, rec in zip(asked, recs)]
 
 # %% ../nbs/02_train_full.ipynb #68ad264d
 _STOPS = {IM_END_ID: "<|im_end|>", PAD_ID: "<|endoftext|>"}
